@@ -1,0 +1,52 @@
+"""The sections every config shares; each `configs/<family>.py` starts here.
+
+Configs are read at the edge (main, train, registry, a family's `make`);
+modules below them take plain values.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.family = ""                 # registry name: 'flow', 'vae', 'diffusion', ...
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "fashion_mnist"  # 'fashion_mnist', 'digits', 'mnist', 'cifar10'
+  c.data.batch_size = 64         # global batch; must divide by the device count
+  c.data.source_dir = ""         # local raw files (Fashion-MNIST IDX); "" = env var / Debian path
+  c.data.data_dir = ""           # where TFDS keeps prepared array_record files; "" = default
+  c.data.allow_download = True   # let TFDS download standard datasets (needs network)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 1000
+  c.train.log_every = 50
+  c.train.eval_every = 0          # 0: evaluate only at the end
+  c.train.eval_examples = 1000    # test examples for evaluations during training (0 = all)
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.sample_every = 0        # 0: sample only at the end
+  c.train.max_consecutive_nonfinite = 20
+  c.train.progress = True         # a progress bar on stderr
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-3
+  c.optim.warmup_steps = 100
+  c.optim.decay_steps = 0
+  c.optim.clip_norm = 100.0
+  c.optim.weight_decay = 0.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.ema_decay = 0.0         # 0 disables EMA
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 256
+  c.eval.num_examples = 0         # 0 = the whole test split
+  c.eval.num_draws = 1            # independent noise draws (dequantization, posterior, t) per example
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num = 64
+  c.sample.conditional = False    # condition on labels 0..C-1 (families that support it)
+
+  c.model = ml_collections.ConfigDict()
+  return c

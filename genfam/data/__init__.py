@@ -1,0 +1,1 @@
+"""Data: TFDS builders of our own + a grain pipeline -> batches of numpy arrays."""

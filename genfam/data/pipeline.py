@@ -1,0 +1,78 @@
+"""The grain pipeline: random-access source -> shuffled, sharded, batched dicts.
+
+Training order is fixed by the seed and the iterator state, which the loop
+checkpoints with the model (`loader_state` / `restore_loader_state`), so a
+resumed run reads the same examples in the same order. Each JAX process reads
+its own shard (`ShardByJaxProcess`) and a per-process share of the batch.
+Evaluation reads the test split in its stored order, once, padding the last
+batch and returning a mask of the real examples.
+"""
+import json
+from typing import Iterator
+
+import grain
+import jax
+import numpy as np
+
+from genfam.errors import GenfamError
+
+BATCH_KEYS = ("image", "label")  # 'caption' joins once the data carries captions
+
+
+class _Project(grain.transforms.Map):
+  """Keeps the batch keys, as numpy arrays with fixed dtypes."""
+
+  def map(self, record):
+    return {"image": np.asarray(record["image"], np.uint8), "label": np.asarray(record["label"], np.int32)}
+
+
+def per_process_batch_size(global_batch_size: int) -> int:
+  """The share of the global batch one process reads; checks divisibility by devices."""
+  devices = jax.device_count()
+  if global_batch_size % devices:
+    raise GenfamError(f"batch size {global_batch_size} does not divide by the {devices} devices: set "
+                      f"--config.data.batch_size to a multiple of {devices}")
+  return global_batch_size // jax.process_count()
+
+
+def train_loader(source, global_batch_size: int, seed: int) -> grain.DataLoader:
+  """An endless, seeded, shuffled loader of {'image' [b,H,W,C] uint8, 'label' [b] int32}."""
+  if len(source) < global_batch_size:
+    raise GenfamError(f"batch size {global_batch_size} is larger than the {len(source)} training examples: "
+                      f"lower --config.data.batch_size")
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+      shuffle=True, num_epochs=None, seed=seed)
+  return grain.DataLoader(
+      data_source=source, sampler=sampler, worker_count=0,
+      operations=[_Project(), grain.transforms.Batch(per_process_batch_size(global_batch_size), drop_remainder=True)])
+
+
+def loader_state(iterator) -> dict:
+  """The iterator's position as a JSON-able dict (checkpointed with the model)."""
+  state = iterator.get_state()
+  return {"grain": state.decode() if isinstance(state, bytes) else json.dumps(state)}
+
+
+def restore_loader_state(iterator, state: dict) -> None:
+  iterator.set_state(state["grain"].encode())
+
+
+def eval_batches(source, batch_size: int, num_examples: int = 0) -> Iterator[tuple[dict, np.ndarray]]:
+  """Test examples in stored order, once: yields (batch, mask [b] bool).
+
+  The first `num_examples` (all if 0) are split over processes; each batch has
+  exactly `batch_size // process_count` rows, the last one padded by repeating
+  its first row with mask False, so every step has the same shapes (one jit).
+  """
+  total = len(source) if num_examples <= 0 else min(num_examples, len(source))
+  local = per_process_batch_size(batch_size)
+  project = _Project()
+  indices = np.arange(total)[jax.process_index()::jax.process_count()]
+  for start in range(0, len(indices), local):
+    idx = indices[start:start + local]
+    records = [project.map(source[int(i)]) for i in idx]
+    mask = np.zeros(local, bool)
+    mask[:len(records)] = True
+    records += [records[0]] * (local - len(records))
+    yield {k: np.stack([r[k] for r in records]) for k in BATCH_KEYS}, mask

@@ -1,0 +1,1 @@
+"""Generative families; each module exposes `make(config, spec) -> Family`."""

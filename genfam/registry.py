@@ -1,0 +1,37 @@
+"""The one explicit registry of families: name -> module with `make`.
+
+Each module exposes `make(config, spec: DatasetSpec) -> genfam.family.Family`.
+Adding a family means one module, one line here, and one config.
+"""
+import importlib
+
+from genfam.errors import GenfamError
+from genfam.family import Family, check_likelihood_kind
+
+_FAMILIES: dict[str, str] = {}
+
+
+def register(name: str, module: str) -> None:
+  if name in _FAMILIES:
+    raise ValueError(f"family {name!r} registered twice ({_FAMILIES[name]} and {module})")
+  _FAMILIES[name] = module
+
+
+register("independent", "genfam.families.independent")
+register("flow", "genfam.families.flow")
+register("vae", "genfam.families.vae")
+register("diffusion", "genfam.families.diffusion")
+
+
+def names() -> tuple[str, ...]:
+  return tuple(sorted(_FAMILIES))
+
+
+def make_family(config, spec) -> Family:
+  """Builds the family named by `config.family` for dataset `spec`."""
+  name = config.family
+  if name not in _FAMILIES:
+    raise GenfamError(f"unknown family {name!r} in config.family; known families: {', '.join(names())}")
+  family = importlib.import_module(_FAMILIES[name]).make(config, spec)
+  check_likelihood_kind(family.likelihood_kind)
+  return family

@@ -1,0 +1,210 @@
+"""The one training loop: sharding, jit, rng, update, cadence, checkpoints, metrics.
+
+It knows nothing of the family it runs: it builds it by name (`registry`),
+calls its pure functions, and owns everything that touches devices, files and
+time. Per-step randomness is `fold_in(train_key, step)`; the data order comes
+from the checkpointed grain iterator; so a run killed at any moment and
+started again with the same command continues exactly as if it had not stopped.
+"""
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genfam import cadence, evaluate, images, registry, sharding
+from genfam.checkpointing import Checkpointer
+from genfam.data import pipeline, sources
+from genfam.errors import GenfamError
+from genfam.logbook import Logbook, progress_bar
+
+
+# Eval key index of the final (and --mode=eval) evaluation.
+FINAL_EVAL = 2**31 - 1
+
+
+class Run:
+  """What a run needs before its first step: data, family, mesh, keys, state shapes."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.spec, self.sources = sources.data_sources(config.data)
+    self.family = registry.make_family(config, self.spec)
+    self.mesh = sharding.data_mesh()
+    self.loader = pipeline.train_loader(self.sources["train"], config.data.batch_size, config.seed)
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), 4)
+    self.init_key, self.train_key, self.eval_key, self.sample_key = keys
+    self.replicated = sharding.replicated(self.mesh)
+    # The first training batch initialises the model (data-dependent init).
+    self.example = sharding.shard_batch(next(iter(self.loader)), self.mesh)
+    self.abstract_state = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
+        jax.eval_shape(self.family.init, self.init_key, self.example))
+    self.checkpointer = Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
+
+  def init_state(self):
+    return jax.jit(self.family.init, out_shardings=self.replicated)(self.init_key, self.example)
+
+  def restore(self):
+    """-> (state, data_state, meta) of the latest good checkpoint, or None."""
+    return self.checkpointer.restore_latest(self.abstract_state)
+
+  def restore_or_fail(self):
+    restored = self.restore()
+    if restored is None:
+      raise GenfamError(f"no checkpoint in {self.checkpointer.directory}: train first with "
+                        f"`python -m genfam.main --config=... --workdir={self.workdir}`")
+    return restored
+
+  def evaluate(self, state, num_examples: int, extras: bool, key) -> dict:
+    c = self.config.eval
+    return evaluate.evaluate_family(
+        self.family, self.family.eval_params(state), self.sources["test"], key, self.mesh,
+        num_bins=self.spec.num_bins, batch_size=c.batch_size, num_examples=num_examples,
+        num_draws=c.num_draws, extras=extras)
+
+  def sample_grid(self, state, step: int, path: str = "") -> str:
+    """Samples config.sample.num images (conditioned on labels 0,1,.. if asked) into a PNG."""
+    num = self.config.sample.num
+    condition = None
+    if self.config.sample.get("conditional", False):
+      condition = jnp.arange(num, dtype=jnp.int32) % self.spec.num_classes
+    samples = self.family.sample(self.family.eval_params(state), jax.random.fold_in(self.sample_key, step),
+                                 num, condition)
+    path = path or os.path.join(self.workdir, "samples", f"step_{step:08d}.png")
+    columns = self.spec.num_classes if condition is not None else 0
+    return images.save_grid(path, np.asarray(samples), self.spec.num_bins, columns=columns)
+
+
+def guarded_update(update):
+  """Wraps a family's update so a non-finite loss or state leaves the state as it was.
+
+  -> step(state, batch, rng) -> (state, metrics, finite: bool[])
+  """
+
+  def step(state, batch, rng):
+    new_state, metrics = update(state, batch, rng)
+    leaves = [x for x in jax.tree.leaves(new_state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    finite = jnp.isfinite(metrics["loss"])
+    for x in leaves:
+      finite &= jnp.isfinite(x).all()
+    state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    return state, metrics, finite
+
+  return step
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains config.train.num_steps steps (resuming from WORKDIR), then evaluates,
+  samples and checkpoints. Returns the final summary (also in WORKDIR/results.json)."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  run = Run(config, workdir)
+  c = config.train
+  total = c.num_steps
+  iterator = iter(run.loader)
+  restored = run.restore()
+  if restored is None:
+    state, step, nonfinite_total = run.init_state(), 0, 0
+  else:
+    state, data_state, meta = restored
+    pipeline.restore_loader_state(iterator, data_state)
+    step, nonfinite_total = int(meta["step"]), int(meta.get("nonfinite_total", 0))
+    print(f"resumed from step {step} ({run.checkpointer.directory})", flush=True)
+  logbook = Logbook(workdir, resume_step=step)
+  train_step = jax.jit(guarded_update(run.family.update), donate_argnums=0,
+                       out_shardings=(run.replicated, run.replicated, run.replicated))
+
+  def checkpoint(step):
+    run.checkpointer.save(step, state, pipeline.loader_state(iterator), {"nonfinite_total": nonfinite_total})
+
+  bar = progress_bar(total, step, c.progress)
+  consecutive_bad, first_bad, last_eval, timer = 0, None, {}, None
+  images_seen, start_step = 0, step
+  while step < total:
+    batch = sharding.shard_batch(next(iterator), run.mesh)
+    state, metrics, finite = train_step(state, batch, jax.random.fold_in(run.train_key, step))
+    step += 1
+    if step == start_step + 2:  # time from the end of the first (compiling) step
+      jax.block_until_ready(state)
+      timer, images_seen = time.time(), 0
+    elif timer is not None:
+      images_seen += config.data.batch_size
+    if not bool(finite):
+      nonfinite_total += 1
+      consecutive_bad += 1
+      first_bad = step if consecutive_bad == 1 else first_bad
+      if consecutive_bad >= c.max_consecutive_nonfinite:
+        raise GenfamError(f"{consecutive_bad} consecutive non-finite steps ({first_bad}..{step}); no step was "
+                          f"applied and the last checkpoint is intact: lower --config.optim.learning_rate or "
+                          f"raise --config.optim.warmup_steps")
+    else:
+      consecutive_bad = 0
+    bar.update(1)
+    if cadence.is_due(step, c.log_every, total, first=True):
+      row = {k: v for k, v in metrics.items()}
+      row.update(nonfinite_steps=nonfinite_total, skipped=float(not bool(finite)))
+      if timer is not None and images_seen:
+        row["images_per_s"] = images_seen / (time.time() - timer)
+      row = logbook.write(step, "train", row)
+      bar.set_postfix(loss=f"{row['loss']:.4f}" if isinstance(row["loss"], float) else row["loss"],
+                      **({"bpd": f"{last_eval['bpd']:.4f}"} if last_eval else {}))
+    if c.eval_every > 0 and cadence.is_due(step, c.eval_every, total) and step != total:
+      reports = run.evaluate(state, c.eval_examples, extras=False, key=jax.random.fold_in(run.eval_key, step))
+      last_eval = next(iter(reports.values()))
+      logbook.write(step, "eval", {k: v for k, v in last_eval.items() if not isinstance(v, str)})
+    if c.sample_every > 0 and cadence.is_due(step, c.sample_every, total) and step != total:
+      run.sample_grid(state, step)
+    if cadence.is_due(step, c.checkpoint_every, total):
+      checkpoint(step)
+  bar.close()
+  if total == 0 or not run.checkpointer.steps():
+    checkpoint(step)
+  train_images_per_s = images_seen / (time.time() - timer) if timer and images_seen else None
+  summary = finish(run, state, step, logbook)
+  summary["train_images_per_s"] = train_images_per_s
+  summary["nonfinite_steps"] = nonfinite_total
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  logbook.close()
+  run.checkpointer.close()
+  return summary
+
+
+def finish(run: Run, state, step: int, logbook: Logbook) -> dict:
+  """The end of a run (also re-run when a finished job is restarted): full test
+  evaluation with every bound the family offers, and a sample grid."""
+  reports = run.evaluate(state, run.config.eval.num_examples, extras=True,
+                         key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
+  for kind, report in reports.items():
+    logbook.write(step, f"test/{kind}", {k: v for k, v in report.items() if not isinstance(v, str)})
+  print(evaluate.describe(reports), flush=True)
+  grid = run.sample_grid(state, step, os.path.join(run.workdir, "samples.png"))
+  print(f"samples: {grid}", flush=True)
+  return {"step": step, "family": run.config.family, "dataset": run.spec.name, "test": reports, "samples": grid}
+
+
+def evaluate_workdir(config, workdir: str) -> dict:
+  """--mode=eval: test bits/dim of the latest checkpoint in WORKDIR."""
+  run = Run(config, workdir)
+  state, _, meta = run.restore_or_fail()
+  reports = run.evaluate(state, config.eval.num_examples, extras=True,
+                         key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
+  print(evaluate.describe(reports), flush=True)
+  summary = {"step": int(meta["step"]), "test": reports}
+  with open(os.path.join(workdir, f"eval_step_{int(meta['step'])}.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def sample_workdir(config, workdir: str, path: str = "") -> str:
+  """--mode=sample: a sample grid PNG from the latest checkpoint in WORKDIR."""
+  run = Run(config, workdir)
+  state, _, meta = run.restore_or_fail()
+  path = path or os.path.join(workdir, f"samples_step_{int(meta['step'])}.png")
+  grid = run.sample_grid(state, int(meta["step"]), path)
+  print(f"samples: {grid}", flush=True)
+  return grid
