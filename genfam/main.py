@@ -6,7 +6,6 @@
 Intentionally short: the work is in `genfam.train`.
 """
 import difflib
-import importlib.util
 import os
 import sys
 
@@ -14,6 +13,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from genfam import config_files
 from genfam.errors import GenfamError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py[:variant]).",
@@ -50,10 +50,7 @@ def _config_key_error(argv) -> str | None:
     return None
   try:
     path, _, variant = config_arg.partition(":")
-    spec = importlib.util.spec_from_file_location("genfam_user_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(*([variant] if variant else []))
+    config = config_files.load(path, variant)
   except Exception:  # noqa: BLE001 - absl reports a bad config file itself
     return None
   known = set(_flat_keys(config))

@@ -8,6 +8,7 @@ started again with the same command continues exactly as if it had not stopped.
 """
 import json
 import os
+import resource
 import time
 
 import jax
@@ -167,6 +168,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   summary = finish(run, state, step, logbook)
   summary["train_images_per_s"] = train_images_per_s
   summary["nonfinite_steps"] = nonfinite_total
+  summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(summary, f, indent=2)
   logbook.close()

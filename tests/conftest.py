@@ -4,6 +4,8 @@ import tempfile
 
 import pytest
 
+from genfam import config_files
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Prepared datasets are shared by every test (and subprocesses) of one session.
@@ -11,13 +13,8 @@ os.environ.setdefault("GENFAM_DATA_DIR", os.path.join(tempfile.gettempdir(), "ge
 
 
 def load_config(name: str, variant: str = "smoke"):
-  """configs/<name>.py's get_config(variant), as the CLI would load it."""
-  import importlib.util
-  path = os.path.join(REPO, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
+  """configs/<name>.py's get_config(variant) (the smoke variant by default)."""
+  return config_files.load(name, variant)
 
 
 @pytest.fixture

@@ -1,0 +1,95 @@
+"""Training speed of each config, as a fraction of this machine's fp32 matmul rate.
+
+  python -m experiments.benchmark_speed                       # the default configs
+  python -m experiments.benchmark_speed --configs=glow,realnvp --steps=20 --out=bench.json
+
+For each config it builds the run exactly as the loop does (`genfam.train.Run`),
+jits the loop's own guarded update step, and times `--steps` steps after two
+warm-up (compiling) steps. The model's FLOPs per step come from XLA's cost
+analysis of the compiled step; achieved FLOP/s = FLOPs/step * steps/s. In the
+same process it times an fp32 matmul (N x N @ N x N, 2 N^3 FLOPs) to give the
+machine's attainable rate, and reports achieved / matmul as a fraction.
+Prints a markdown table and writes JSON.
+"""
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+
+from genfam import config_files, sharding, train
+
+DEFAULT_CONFIGS = ("glow", "realnvp", "vae", "ddpm")
+
+
+def matmul_flops_per_s(n: int = 2048, reps: int = 10) -> float:
+  """fp32 GEMM rate of this machine through XLA: 2 n^3 FLOPs per product."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  f = jax.jit(lambda a, b: a @ b)
+  f(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    start = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best
+
+
+def train_step_speed(config, steps: int) -> dict:
+  """images/s and FLOP/s of the loop's jitted update for `config`."""
+  with tempfile.TemporaryDirectory() as workdir:
+    run = train.Run(config, workdir)
+    state = run.init_state()
+    step_fn = jax.jit(train.guarded_update(run.family.update), donate_argnums=0)
+    batches = [sharding.shard_batch(next(iter(run.loader)), run.mesh)]
+    compiled = step_fn.lower(state, batches[0], run.train_key).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan")))
+    for i in range(2):
+      state, metrics, _ = step_fn(state, batches[0], jax.random.fold_in(run.train_key, i))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for i in range(steps):
+      state, metrics, _ = step_fn(state, batches[0], jax.random.fold_in(run.train_key, i + 2))
+    jax.block_until_ready(state)
+    seconds = (time.perf_counter() - start) / steps
+  batch = config.data.batch_size
+  return {"batch_size": batch, "seconds_per_step": seconds, "images_per_s": batch / seconds,
+          "flops_per_step": flops, "flops_per_s": flops / seconds}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--out", default="benchmark_speed.json")
+  args = parser.parse_args()
+  peak = matmul_flops_per_s()
+  rows = {}
+  for name in args.configs.split(","):
+    path, _, variant = name.partition(":")
+    config = config_files.load(path, variant)
+    config.train.progress = False
+    rows[name] = train_step_speed(config, args.steps)
+    rows[name]["fraction_of_matmul"] = rows[name]["flops_per_s"] / peak
+  result = {"devices": [str(d) for d in jax.devices()], "matmul_flops_per_s": peak, "configs": rows,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"fp32 matmul (2048^3, XLA, {jax.device_count()} device(s) {jax.devices()[0].platform}): "
+        f"{peak / 1e9:.1f} GFLOP/s")
+  print("| config | batch | images/s | GFLOP/step | achieved GFLOP/s | fraction of matmul |")
+  print("|---|---|---|---|---|---|")
+  for name, r in rows.items():
+    print(f"| {name} | {r['batch_size']} | {r['images_per_s']:.1f} | {r['flops_per_step'] / 1e9:.2f} | "
+          f"{r['flops_per_s'] / 1e9:.1f} | {r['fraction_of_matmul']:.1%} |")
+
+
+if __name__ == "__main__":
+  main()

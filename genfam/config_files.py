@@ -1,0 +1,22 @@
+"""Loading `configs/<name>.py[:variant]` files outside the CLI (tests, experiments)."""
+import importlib.util
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve(name_or_path: str) -> str:
+  """'glow' -> <repo>/configs/glow.py; a path is returned as it is."""
+  if name_or_path.endswith(".py"):
+    return name_or_path
+  return os.path.join(REPO, "configs", f"{name_or_path}.py")
+
+
+def load(name_or_path: str, variant: str = ""):
+  """get_config(variant) of a config file, as `--config=FILE[:variant]` would load it
+  (unlocked, so callers may change it)."""
+  path = resolve(name_or_path)
+  spec = importlib.util.spec_from_file_location(f"genfam_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
