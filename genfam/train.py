@@ -109,18 +109,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
   iterator = iter(run.loader)
   restored = run.restore()
   if restored is None:
-    state, step, nonfinite_total = run.init_state(), 0, 0
+    state, step, nonfinite_total, seconds_before = run.init_state(), 0, 0, 0.0
   else:
     state, data_state, meta = restored
     pipeline.restore_loader_state(iterator, data_state)
     step, nonfinite_total = int(meta["step"]), int(meta.get("nonfinite_total", 0))
+    seconds_before = float(meta.get("train_seconds", 0.0))
     print(f"resumed from step {step} ({run.checkpointer.directory})", flush=True)
   logbook = Logbook(workdir, resume_step=step)
   train_step = jax.jit(guarded_update(run.family.update), donate_argnums=0,
                        out_shardings=(run.replicated, run.replicated, run.replicated))
 
+  session_start = time.time()
+
   def checkpoint(step):
-    run.checkpointer.save(step, state, pipeline.loader_state(iterator), {"nonfinite_total": nonfinite_total})
+    # train_seconds: wall-clock time in this loop summed over every session of the run.
+    run.checkpointer.save(step, state, pipeline.loader_state(iterator),
+                          {"nonfinite_total": nonfinite_total,
+                           "train_seconds": seconds_before + time.time() - session_start})
 
   bar = progress_bar(total, step, c.progress)
   consecutive_bad, first_bad, last_eval, timer = 0, None, {}, None
@@ -162,12 +168,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if cadence.is_due(step, c.checkpoint_every, total):
       checkpoint(step)
   bar.close()
+  train_seconds = seconds_before + time.time() - session_start
   if total == 0 or not run.checkpointer.steps():
     checkpoint(step)
   train_images_per_s = images_seen / (time.time() - timer) if timer and images_seen else None
   summary = finish(run, state, step, logbook)
   summary["train_images_per_s"] = train_images_per_s
   summary["nonfinite_steps"] = nonfinite_total
+  summary["train_seconds"] = train_seconds
   summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(summary, f, indent=2)
