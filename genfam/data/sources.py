@@ -113,4 +113,5 @@ def data_sources(data_config):
         raise _missing_fashion_mnist("", f"; TFDS's download failed: {first_line}") from None
       raise GenfamError(f"dataset {spec.name!r} could not be prepared by TFDS ({first_line}): it needs "
                         f"network once (and TFDS's image decoding); or use 'fashion_mnist' / 'digits'") from None
-  return spec, {split: builder.as_data_source(split=split) for split in ("train", "test")}
+  from genfam.data.pipeline import in_memory
+  return spec, {split: in_memory(builder.as_data_source(split=split)) for split in ("train", "test")}
