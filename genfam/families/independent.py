@@ -15,12 +15,18 @@ from genfam.optim import (eval_params, make_scalar_loss_update, optimizer_from_c
 
 
 def log_prob(logits, image, label, conditional: bool):
-  """Per-example log p(x) in nats. logits [L, H, W, C, K]; image [B, H, W, C] int."""
-  table = logits[label] if conditional else logits[0][None]      # [B or 1, H, W, C, K]
-  log_p = jax.nn.log_softmax(table, axis=-1)
-  log_p = jnp.broadcast_to(log_p, image.shape + log_p.shape[-1:])
-  picked = jnp.take_along_axis(log_p, image[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  return picked.sum(axis=(1, 2, 3))
+  """Per-example log p(x) in nats. logits [L, H, W, C, K]; image [B, H, W, C] int.
+
+  A gather from the flat log-softmax table: index (l * D + d) * K + x_d, so no
+  [B, D, K] tensor is ever built.
+  """
+  num_tables, num_bins = logits.shape[0], logits.shape[-1]
+  log_p = jax.nn.log_softmax(logits.reshape(num_tables, -1, num_bins), axis=-1).reshape(-1)
+  pixels = image.reshape(image.shape[0], -1).astype(jnp.int32)                  # [B, D]
+  table = (label if conditional else jnp.zeros_like(label)).astype(jnp.int32)    # [B]
+  d = jnp.arange(pixels.shape[1], dtype=jnp.int32)
+  index = (table[:, None] * pixels.shape[1] + d[None]) * num_bins + pixels
+  return log_p[index].sum(axis=1)
 
 
 def make(config, spec) -> Family:
