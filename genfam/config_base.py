@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.num_examples = 0         # 0 = the whole test split
   c.eval.num_draws = 1            # independent noise draws (dequantization, posterior, t) per example
+  c.eval.extra_num_examples = 0   # test examples for a family's extra bounds (e.g. IWAE-1000); 0 = num_examples
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 64

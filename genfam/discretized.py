@@ -21,7 +21,7 @@ def _log_diff_exp(a, b):
   return a + jnp.log(-jnp.expm1(jnp.minimum(b - a, -1e-12)))
 
 
-def _discretized_log_prob(x, num_bins, log_cdf, log_sf):
+def _discretized_log_prob(x, num_bins, log_cdf, log_sf, mean):
   """Shared edge handling. log_cdf(v), log_sf(v): log F(v) and log(1 - F(v))."""
   # Edges as (k +- 1/2) * step - 1: the upper edge of bin k and the lower edge
   # of bin k+1 are then the same float bit for bit, so the K probabilities
@@ -35,7 +35,7 @@ def _discretized_log_prob(x, num_bins, log_cdf, log_sf):
   # Interior: F(upper) - F(lower), computed on whichever tail is more accurate.
   mid_left = _log_diff_exp(log_cdf_upper, log_cdf(lower))
   mid_right = _log_diff_exp(log_sf_lower, log_sf(upper))
-  use_right = centre > 0
+  use_right = centre > mean  # the bin lies in the upper tail: 1 - F is the accurate side
   interior = jnp.where(use_right, mid_right, mid_left)
   return jnp.where(x == 0, log_cdf_upper, jnp.where(x == num_bins - 1, log_sf_lower, interior))
 
@@ -48,7 +48,7 @@ def discretized_gaussian_log_prob(x, mean, log_scale, num_bins: int = 256):
   inv = jnp.exp(-log_scale)
   log_cdf = lambda v: log_ndtr((v - mean) * inv)
   log_sf = lambda v: log_ndtr(-(v - mean) * inv)
-  return _discretized_log_prob(x, num_bins, log_cdf, log_sf)
+  return _discretized_log_prob(x, num_bins, log_cdf, log_sf, mean)
 
 
 def discretized_logistic_log_prob(x, mean, log_scale, num_bins: int = 256):
@@ -59,7 +59,7 @@ def discretized_logistic_log_prob(x, mean, log_scale, num_bins: int = 256):
   inv = jnp.exp(-log_scale)
   log_cdf = lambda v: jax.nn.log_sigmoid((v - mean) * inv)
   log_sf = lambda v: jax.nn.log_sigmoid(-(v - mean) * inv)
-  return _discretized_log_prob(x, num_bins, log_cdf, log_sf)
+  return _discretized_log_prob(x, num_bins, log_cdf, log_sf, mean)
 
 
 def discretized_logistic_mixture_log_prob(x, logits, means, log_scales, num_bins: int = 256):

@@ -1,0 +1,152 @@
+"""Samplers: DDPM ancestral, DDIM, classifier-free guidance. Loops run in lax.scan.
+
+DDPM (Ho et al.), for t = T .. 1:
+  x_{t-1} = mu(x_t, eps_theta(x_t, t)) + sigma_t z,   z ~ N(0, I), no noise at t = 1,
+with sigma_t^2 the fixed variance (beta_t or beta-tilde_t).
+
+DDIM (Song et al.), over a decreasing subsequence tau_S > .. > tau_1 of the
+T steps, with tau_0 := "step 0" where alpha-bar = 1:
+  x_0-hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)           a_t = alpha-bar_t
+  sigma   = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)
+  x_prev  = sqrt(a_prev) x_0-hat + sqrt(1 - a_prev - sigma^2) eps + sigma z.
+eta = 0 is deterministic; eta = 1 with S = T is DDPM with sigma_t^2 = beta-tilde_t.
+
+Both samplers draw x_T from key split(rng)[0] and the step noise at timestep
+index t from fold_in(split(rng)[1], t), so they consume the same noise at the
+same t. Timesteps are schedule indices 0 .. T-1 (paper steps 1 .. T).
+
+Classifier-free guidance: eps = eps(x, t, null) + w (eps(x, t, c) - eps(x, t, null));
+w = 0 is the unconditional model, w = 1 the conditional one.
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genfam.diffusion import process
+from genfam.diffusion.schedules import Schedule
+
+SAMPLERS = ("ddpm", "ddim")
+SPACINGS = ("linspace", "leading", "trailing")
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B, ...], t [B] int) -> eps [B, ...]
+
+
+def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str) -> np.ndarray:
+  """The S schedule indices DDIM visits, in sampling (decreasing) order: int [S].
+
+  With T = num_steps, S = num_sample_steps:
+    'linspace': round(linspace(0, T - 1, S))   (np.round: halves go to even)
+    'leading':  (T // S) * [0, 1, .., S - 1]   (never visits T - 1 unless S = T)
+    'trailing': round(T - i T / S) - 1, i = 0 .. S - 1   (always starts at T - 1)
+  e.g. T = 10, S = 3: linspace [9, 4, 0], leading [6, 3, 0], trailing [9, 6, 2].
+  """
+  T, S = num_steps, num_sample_steps
+  if not 1 <= S <= T:
+    raise ValueError(f"DDIM needs 1 <= steps <= T = {T}, got {S}")
+  if spacing == "linspace":
+    ts = np.round(np.linspace(0.0, T - 1, S))
+  elif spacing == "leading":
+    ts = np.arange(S) * (T // S)
+  elif spacing == "trailing":
+    ts = np.round(T - np.arange(S) * (T / S)) - 1
+  else:
+    raise ValueError(f"unknown DDIM spacing {spacing!r}; use one of {SPACINGS}")
+  ts = np.sort(ts.astype(np.int64))[::-1].copy()
+  assert len(np.unique(ts)) == S and ts[0] <= T - 1 and ts[-1] >= 0, ts
+  return ts
+
+
+def guided_eps_fn(eps_fn_c: Callable, condition, null_condition, weight: float) -> EpsFn:
+  """Classifier-free guidance: eps_fn_c(x, t, c) -> (x, t) -> eps_null + w (eps_c - eps_null).
+
+  condition / null_condition: [B] labels (or any pytree eps_fn_c takes).
+  weight 1 calls only the conditional model (the same eps, one network call).
+  """
+  if weight == 1.0:
+    return lambda x, t: eps_fn_c(x, t, condition)
+
+  def eps_fn(x, t):
+    eps_null = eps_fn_c(x, t, null_condition)
+    return eps_null + weight * (eps_fn_c(x, t, condition) - eps_null)
+
+  return eps_fn
+
+
+def _step_keys(rng):
+  rng_init, rng_steps = jax.random.split(rng)
+  return rng_init, rng_steps
+
+
+def initial_noise(rng, shape, dtype=jnp.float32):
+  """x_T ~ N(0, I) as both samplers draw it from `rng`: [B, ...]."""
+  return jax.random.normal(_step_keys(rng)[0], shape, dtype)
+
+
+def ddpm_step(eps_fn: EpsFn, s: Schedule, log_variance, x, t, noise, clip_x0: bool = False):
+  """x_{t-1} from x_t at scalar index t: [B, ...] -> [B, ...]."""
+  tb = jnp.full((x.shape[0],), t, jnp.int32)
+  mean, _ = process.reverse_mean(s, x, tb, eps_fn(x, tb), clip_x0)
+  scale = jnp.where(t > 0, jnp.exp(0.5 * log_variance[t]), 0.0).astype(x.dtype)
+  return mean + scale * noise
+
+
+def ddpm_sample(eps_fn: EpsFn, s: Schedule, log_variance, rng, shape, *, clip_x0: bool = False,
+                x_T=None, dtype=jnp.float32, return_trajectory: bool = False):
+  """DDPM ancestral sampling over all T steps: -> x_0 float [B, ...] (and [T, B, ...] trajectory).
+
+  log_variance: [T] log sigma_t^2 (`schedules.model_log_variance`).
+  x_T: optional starting noise; default drawn from rng.
+  """
+  rng_init, rng_steps = _step_keys(rng)
+  x = jax.random.normal(rng_init, shape, dtype) if x_T is None else x_T
+
+  def body(x, t):
+    noise = jax.random.normal(jax.random.fold_in(rng_steps, t), x.shape, x.dtype)
+    x = ddpm_step(eps_fn, s, log_variance, x, t, noise, clip_x0)
+    return x, (x if return_trajectory else None)
+
+  x, traj = jax.lax.scan(body, x, jnp.arange(s.num_steps - 1, -1, -1, dtype=jnp.int32))
+  return (x, traj) if return_trajectory else x
+
+
+def ddim_step(eps_fn: EpsFn, s: Schedule, x, t, t_prev, noise, eta: float, clip_x0: bool = False):
+  """One DDIM step from index t to t_prev (< t; -1 = the end, alpha-bar = 1): [B, ...]."""
+  tb = jnp.full((x.shape[0],), t, jnp.int32)
+  eps = eps_fn(x, tb)
+  x0 = process.predict_x0_from_eps(s, x, tb, eps)
+  if clip_x0:  # keep eps consistent with the clipped x_0-hat
+    x0 = jnp.clip(x0, -1.0, 1.0)
+    eps = process.predict_eps_from_x0(s, x, tb, x0)
+  a_t = s.alpha_bars[t]
+  a_prev = jnp.where(t_prev >= 0, s.alpha_bars[jnp.maximum(t_prev, 0)], 1.0).astype(a_t.dtype)
+  sigma = eta * jnp.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
+  direction = jnp.sqrt(jnp.maximum(1.0 - a_prev - sigma ** 2, 0.0))
+  return jnp.sqrt(a_prev) * x0 + direction * eps + sigma * noise
+
+
+def ddim_sample(eps_fn: EpsFn, s: Schedule, timesteps, rng, shape, *, eta: float = 0.0,
+                clip_x0: bool = False, x_T=None, dtype=jnp.float32, return_trajectory: bool = False):
+  """DDIM over `timesteps` (int [S], decreasing, from `ddim_timesteps`): -> x_0 [B, ...].
+
+  With return_trajectory, also the [S, B, ...] states after each step.
+  """
+  ts = np.asarray(timesteps, np.int32)
+  prev = np.append(ts[1:], -1).astype(np.int32)
+  rng_init, rng_steps = _step_keys(rng)
+  x = jax.random.normal(rng_init, shape, dtype) if x_T is None else x_T
+
+  def body(x, tt):
+    t, t_prev = tt
+    noise = jax.random.normal(jax.random.fold_in(rng_steps, t), x.shape, x.dtype)
+    x = ddim_step(eps_fn, s, x, t, t_prev, noise, eta, clip_x0)
+    return x, (x if return_trajectory else None)
+
+  x, traj = jax.lax.scan(body, x, (jnp.asarray(ts), jnp.asarray(prev)))
+  return (x, traj) if return_trajectory else x
+
+
+def to_pixels(x, num_bins: int) -> jax.Array:
+  """x on [-1, 1] -> nearest bin in {0 .. K-1}: float [B, ...] -> uint8 [B, ...]."""
+  k = jnp.round((x + 1.0) * (0.5 * (num_bins - 1)))
+  return jnp.clip(k, 0, num_bins - 1).astype(jnp.uint8)

@@ -1,0 +1,191 @@
+"""The diffusion family: a DDPM trained on L_simple, judged by its full bound.
+
+Training (Ho et al.): t ~ U{1..T}, eps ~ N(0, I), x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps,
+  L_simple = mean ||eps - eps_theta(x_t, t, y)||^2   (per pixel; the 'loss' metric).
+x_0 is the image's bin centre on [-1, 1] (K bins: 256, or 17 for digits).
+
+Evaluation: the variational bound of `genfam.diffusion.bound` with all T terms
+(likelihood kind 'vlb'), per example in bits/dim = nats / (D log 2), with its
+parts 'prior_bpd' (KL of x_T to N(0, I)), 'diffusion_bpd' (sum of the T - 1
+Gaussian KLs), 'decoder_bpd' (the discretized-Gaussian L_0) and, for a class-
+conditional model evaluated with the true label, 'label_bpd' = log(C) / (D log 2):
+the model is then the mixture p(x) = sum_y p(x | y) / C, and
+-log p(x) <= -log p(x | y) + log C, so the total stays a bound on an
+unconditional likelihood comparable with the other families'. Optionally, the
+extra kind 'vlb-sampled-<k>t' is the unbiased estimate from k sampled t.
+
+EMA parameters (TrainState.ema_params) are used for evaluation and sampling.
+Sampling: DDPM ancestral (T steps) or DDIM (S steps, eta, spacing), with
+classifier-free guidance weight w when labels are given (w = 1: conditional).
+"""
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from genfam import optim
+from genfam.bits import nats_to_bpd
+from genfam.diffusion import bound, samplers, schedules
+from genfam.diffusion.process import q_sample
+from genfam.discretized import bin_centres
+from genfam.errors import GenfamError
+from genfam.family import Family
+from genfam.nets.unet import UNet
+
+BOUND_CONDITIONS = ("label", "null")
+
+
+def make_net(model_config, spec) -> UNet:
+  """The U-Net of `config.model` for dataset `spec`; checks the image shape."""
+  m = model_config
+  height, width, channels = spec.image_shape
+  factor = 2 ** (len(m.channel_mult) - 1)
+  if height % factor or width % factor:
+    g, halvings = math.gcd(height, width), 0
+    while g % 2 == 0:
+      g, halvings = g // 2, halvings + 1
+    raise GenfamError(f"images of {height}x{width} do not halve {len(m.channel_mult) - 1} times; "
+                      f"give model.channel_mult at most {halvings + 1} entries")
+  num_classes = spec.num_classes if m.class_conditional else 0
+  return UNet(out_channels=channels, base_channels=m.base_channels, channel_mult=tuple(m.channel_mult),
+              num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
+              dropout=m.dropout, num_classes=num_classes, p_uncond=m.p_uncond,
+              num_heads=m.num_heads, num_groups=m.num_groups)
+
+
+def _process(diffusion_config):
+  d = diffusion_config
+  if d.variance not in schedules.VARIANCES:
+    raise GenfamError(f"unknown diffusion.variance {d.variance!r}; use one of {schedules.VARIANCES}")
+  if d.schedule not in schedules.SCHEDULES:
+    raise GenfamError(f"unknown diffusion.schedule {d.schedule!r}; use one of {schedules.SCHEDULES}")
+  sched = schedules.make_schedule(d.schedule, d.num_steps)
+  return sched, schedules.model_log_variance(sched, d.variance)
+
+
+def _eps_fn(net: UNet, params):
+  """(x [B, H, W, C], t [B], label [B] or None) -> eps [B, H, W, C], evaluation mode."""
+  return lambda x, t, label=None: net.apply({"params": params}, x, t, label, False)
+
+
+def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional[int] = None,
+                 eta: Optional[float] = None, spacing: Optional[str] = None,
+                 guidance: Optional[float] = None):
+  """A jitted pure `sample(params, rng, num, condition=None) -> uint8 [num, H, W, C]`.
+
+  Options default to config.sample's; pass them to build several samplers
+  (e.g. DDPM and DDIM at several S) from one config. condition: int [num]
+  labels for a class-conditional model (guided with weight w), or None for
+  unconditional samples (the null label).
+  """
+  c = config.sample
+  sampler = c.sampler if sampler is None else sampler
+  steps = c.ddim_steps if steps is None else steps
+  eta = c.eta if eta is None else eta
+  spacing = c.spacing if spacing is None else spacing
+  weight = float(c.guidance if guidance is None else guidance)
+  if sampler not in samplers.SAMPLERS:
+    raise GenfamError(f"unknown sample.sampler {sampler!r}; use one of {samplers.SAMPLERS}")
+  net = make_net(config.model, spec)
+  sched, log_var = _process(config.diffusion)
+  clip = bool(config.diffusion.clip_denoised)
+  timesteps = samplers.ddim_timesteps(sched.num_steps, steps, spacing) if sampler == "ddim" else None
+
+  def sample(params, rng, num: int, condition=None):
+    eps_c = _eps_fn(net, params)
+    null = None if net.num_classes == 0 else jnp.full((num,), net.null_label, jnp.int32)
+    if condition is None or net.num_classes == 0:
+      eps_fn = lambda x, t: eps_c(x, t, null)
+    else:
+      eps_fn = samplers.guided_eps_fn(eps_c, jnp.asarray(condition, jnp.int32), null, weight)
+    shape = (num,) + tuple(spec.image_shape)
+    if sampler == "ddpm":
+      x = samplers.ddpm_sample(eps_fn, sched, log_var, rng, shape, clip_x0=clip)
+    else:
+      x = samplers.ddim_sample(eps_fn, sched, timesteps, rng, shape, eta=eta, clip_x0=clip)
+    return samplers.to_pixels(x, spec.num_bins)
+
+  return jax.jit(sample, static_argnums=2)
+
+
+def make(config, spec) -> Family:
+  """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec)."""
+  d = config.diffusion
+  net = make_net(config.model, spec)
+  sched, log_var = _process(d)
+  tx = optim.optimizer_from_config(config.optim)
+  ema_decay = config.optim.ema_decay
+  num_bins, num_dims, shape = spec.num_bins, spec.num_dims, tuple(spec.image_shape)
+  conditional = net.num_classes > 0
+  if d.bound_condition not in BOUND_CONDITIONS:
+    raise GenfamError(f"unknown diffusion.bound_condition {d.bound_condition!r}; use one of {BOUND_CONDITIONS}")
+  clip = bool(d.clip_denoised)
+
+  def check(batch):
+    if tuple(batch["image"].shape[1:]) != shape:
+      raise GenfamError(f"diffusion model built for images {shape}, got {tuple(batch['image'].shape[1:])}; "
+                        "use the dataset the config names")
+
+  def init(rng, batch):
+    check(batch)
+    x = jnp.zeros((1,) + shape, jnp.float32)
+    label = jnp.zeros((1,), jnp.int32) if conditional else None
+    params = jax.jit(lambda r: net.init({"params": r}, x, jnp.zeros((1,), jnp.int32), label, False))(rng)["params"]
+    return optim.scalar_loss_family_state(params, tx, ema_decay)
+
+  def loss_fn(params, model_state, batch, rng):
+    # image uint8 [B, H, W, C] -> x_0 [B, H, W, C] on [-1, 1]; t [B]; eps [B, H, W, C]
+    x0 = bin_centres(batch["image"], num_bins)
+    rng_t, rng_noise, rng_drop = jax.random.split(rng, 3)
+    t = jax.random.randint(rng_t, (x0.shape[0],), 0, sched.num_steps)
+    noise = jax.random.normal(rng_noise, x0.shape, x0.dtype)
+    label = batch["label"] if conditional else None
+    eps = net.apply({"params": params}, q_sample(sched, x0, t, noise), t, label, True,
+                    rngs={"dropout": rng_drop})
+    mse = jnp.mean((eps - noise) ** 2)
+    return mse, ({"mse": mse}, model_state)
+
+  def _bound_eps(params, batch):
+    """eps_fn for the bound, and the label term in nats (0 or log C)."""
+    eps_c = _eps_fn(net, params)
+    if conditional and d.bound_condition == "label":
+      return (lambda x, t: eps_c(x, t, batch["label"])), math.log(net.num_classes)
+    return (lambda x, t: eps_c(x, t, None)), 0.0
+
+  def to_bpd(nats):
+    return nats_to_bpd(nats, num_dims)
+
+  def log_likelihood(params, batch, rng):
+    """Full bound, all T terms: {'bpd', 'prior_bpd', 'diffusion_bpd', 'decoder_bpd'[, 'label_bpd']}, each [B]."""
+    eps_fn, label_nats = _bound_eps(params, batch)
+    parts = bound.exact_vlb(eps_fn, sched, log_var, batch["image"], rng, num_bins,
+                            chunk=d.vlb_chunk, clip_x0=clip)
+    out = {"prior_bpd": to_bpd(parts["prior"]), "decoder_bpd": to_bpd(parts["terms"][0]),
+           "diffusion_bpd": to_bpd(jnp.sum(parts["terms"][1:], axis=0))}
+    if conditional and d.bound_condition == "label":
+      out["label_bpd"] = jnp.full_like(out["prior_bpd"], to_bpd(label_nats))
+    out["bpd"] = sum(out.values())
+    return out
+
+  def sampled_likelihood(params, batch, rng):
+    """Unbiased estimate from d.sampled_t sampled t: {'bpd', 'prior_bpd', 'terms_bpd'[, 'label_bpd']}."""
+    eps_fn, label_nats = _bound_eps(params, batch)
+    parts = bound.sampled_vlb(eps_fn, sched, log_var, batch["image"], rng, num_bins,
+                              num_t=d.sampled_t, chunk=d.vlb_chunk, clip_x0=clip)
+    out = {"prior_bpd": to_bpd(parts["prior"]), "terms_bpd": to_bpd(parts["terms"])}
+    if label_nats:
+      out["label_bpd"] = jnp.full_like(out["prior_bpd"], to_bpd(label_nats))
+    out["bpd"] = sum(out.values())
+    return out
+
+  draw = make_sampler(config, spec)
+
+  def sample(params, rng, num, condition=None):
+    """uint8 [num, H, W, C] in {0 .. K-1}; condition: int labels [num] or None."""
+    return draw(params, rng, int(num), condition)
+
+  extras = {f"vlb-sampled-{d.sampled_t}t": sampled_likelihood} if d.sampled_t > 0 else None
+  return Family(name="diffusion", init=init, update=optim.make_scalar_loss_update(loss_fn, tx, ema_decay),
+                eval_params=optim.eval_params, log_likelihood=log_likelihood, likelihood_kind="vlb",
+                sample=sample, extra_likelihoods=extras)
