@@ -35,6 +35,9 @@ def main(argv):
   from genfam import train
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "commands.txt"), "a") as f:  # every invocation, for the results table
+    f.write(" ".join(["python -m genfam.main", *sys.argv[1:]]) + "\n")
   if _MODE.value == "train":
     train.train_and_evaluate(config, workdir)
   elif _MODE.value == "eval":
