@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO
 
-CONFIGS = ["independent"]
+CONFIGS = ["independent", "glow", "vae"]
 
 
 def _run(name, devices, tmp_path):
