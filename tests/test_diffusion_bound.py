@@ -117,7 +117,7 @@ def test_gaussian_data_terms_match_closed_form_kl(variance):
 
 
 def test_sampled_estimate_is_unbiased():
-  """E[T * L_{t~U}] = sum_t L_t: the estimate's mean over many draws matches the exact sum."""
+  """E[L_0 + (T-1) L_{t~U{1..T-1}}] = sum_t L_t: the mean over many draws matches the exact sum."""
   s = schedules.make_schedule("cosine", 12)
   log_var = schedules.model_log_variance(s, "beta")
   eps_fn = lambda x, t: 0.5 * jnp.tanh(x)   # a poor but fixed denoiser: L_t far from zero
