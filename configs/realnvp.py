@@ -29,6 +29,7 @@ def get_config(arg=None):
   c.model.couplings = (3, 3, 4)    # checkerboard, channel couplings per scale; checkerboard in the last
   c.model.width = 32               # conditioner ResNet channels
   c.model.num_blocks = 1           # residual blocks per conditioner
+  c.model.norm = "layer"           # normalisation in the residual blocks: 'layer', 'group', 'none'
   c.model.scale_fn = "tanh"        # log s = scale * tanh(h), learned per-channel scale; or 'sigmoid'
   c.model.logit_alpha = 0.05       # y = logit(a + (1 - 2a) x)
   c.model.split_prior = False      # RealNVP factors out to N(0, I); True learns p(z2 | z1)

@@ -26,6 +26,9 @@ SHAPE = (8, 8, 1)
 CASES = {
     "glow": lambda: Glow(image_shape=SHAPE, num_levels=2, num_steps=1, width=4, lu=True, num_classes=3),
     "realnvp": lambda: RealNVP(image_shape=SHAPE, num_levels=1, couplings=(1, 1, 2), width=4, num_blocks=0),
+    # residual blocks with group norm inside the conditioners (the default is layer norm)
+    "realnvp_groupnorm": lambda: RealNVP(image_shape=SHAPE, num_levels=1, couplings=(1, 0, 1), width=4,
+                                         num_blocks=1, norm="group"),
 }
 NAMES = [(n, n) for n in CASES]
 

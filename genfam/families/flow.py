@@ -15,7 +15,7 @@ Training minimises the batch mean of 'bpd'. Samples are f^-1(eps) with
 eps ~ N(0, T^2 I), T = config.sample.temperature.
 
 Config (read here, at the edge): config.model.kind ('realnvp' | 'glow'),
-num_levels, num_steps, width, num_blocks, couplings, lu, lu_identity_init, scale_fn,
+num_levels, num_steps, width, num_blocks, norm, couplings, lu, lu_identity_init, scale_fn,
 split_prior, learn_top, class_conditional, logit_alpha, input_scale;
 config.optim.* (optimizer and ema_decay); config.sample.temperature.
 """
@@ -47,7 +47,7 @@ def build_model(model_config, image_shape, num_classes: int = 0) -> MultiScaleFl
                 input_scale=m.get("input_scale", 1.0))
   if kind == "realnvp":
     return RealNVP(**common, couplings=tuple(m.get("couplings", (3, 3, 4))), width=m.width,
-                   num_blocks=m.get("num_blocks", 1),
+                   num_blocks=m.get("num_blocks", 1), norm=m.get("norm", "layer"),
                    scale_fn=m.get("scale_fn", "tanh"), logit_alpha=m.get("logit_alpha", 0.05))
   raise GenfamError(f"unknown flow kind config.model.kind={kind!r}; use one of {KINDS}")
 

@@ -191,7 +191,8 @@ class MultiScaleFlow(Bijector):
 class RealNVP(MultiScaleFlow):
   """Dinh et al.'s multi-scale RealNVP with ResNet conditioners (no batch norm).
 
-  width / num_blocks: the conditioner ResNet; scale_fn: 'tanh' or 'sigmoid';
+  width / num_blocks / norm: the conditioner ResNet ('layer', 'group' or 'none'
+  normalisation inside its residual blocks); scale_fn: 'tanh' or 'sigmoid';
   logit_alpha: the margin a of the logit preprocessing; couplings: how many
   (checkerboard, channel) couplings per scale and checkerboard couplings in
   the final scale, (3, 3, 4) in the paper.
@@ -199,6 +200,7 @@ class RealNVP(MultiScaleFlow):
   couplings: tuple = (3, 3, 4)
   width: int = 32
   num_blocks: int = 1
+  norm: str = "layer"
   scale_fn: str = "tanh"
   logit_alpha: float = 0.05
   split_prior: bool = False
@@ -218,7 +220,8 @@ class RealNVP(MultiScaleFlow):
     else:
       masks = [] if final else [("channel", p % 2) for p in range(channel)]
     return [AffineCoupling(
-        ResNet(self.width, self.num_blocks, 2 * transformed_channels(m, p, channels), zero_out=True),
+        ResNet(self.width, self.num_blocks, 2 * transformed_channels(m, p, channels), zero_out=True,
+               norm=self.norm),
         mask=m, parity=p, scale_fn=self.scale_fn) for m, p in masks]
 
 

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genfam.errors import GenfamError
+
 
 class ZeroConv(nn.Module):
   """A conv whose kernel and bias start at zero, times a learned per-channel
@@ -24,6 +26,9 @@ class ZeroConv(nn.Module):
     return y * jnp.exp(3.0 * logs)
 
 
+NORMS = ("layer", "group", "none")
+
+
 class ResidualBlock(nn.Module):
   """x + conv3x3(act(norm(conv3x3(act(norm(x)))))), pre-activation.
 
@@ -35,6 +40,8 @@ class ResidualBlock(nn.Module):
   dropout: float = 0.0
 
   def _norm(self, x):
+    if self.norm not in NORMS:
+      raise GenfamError(f"unknown normalisation norm={self.norm!r}; use one of {NORMS}")
     if self.norm == "layer":
       return nn.LayerNorm()(x)
     if self.norm == "group":
