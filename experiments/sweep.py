@@ -2,8 +2,8 @@
 
   python -m experiments.sweep --config=configs/glow.py --root=runs/sweep_glow \
       --common=train.num_steps=1500,eval.num_examples=2000 \
-      --variant=k4w64:model.steps_per_level=4,model.width=64 \
-      --variant=k8w64:model.steps_per_level=8,model.width=64
+      --variant=k4w64:model.num_steps=4,model.width=64 \
+      --variant=k8w64:model.num_steps=8,model.width=64
 
 Each variant is an ordinary run of `python -m genfam.main` in ROOT/NAME (so an
 interrupted sweep resumes where it stopped, and finished variants are only

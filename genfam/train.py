@@ -133,10 +133,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
                           {"nonfinite_total": nonfinite_total,
                            "train_seconds": seconds_before + time.time() - session_start})
 
+  def budget_spent():
+    # train.max_train_seconds: a wall-clock budget for the whole run (all sessions),
+    # so variants can be compared at equal cost; checked after every step.
+    budget = c.get("max_train_seconds", 0.0)
+    return budget > 0 and seconds_before + time.time() - session_start >= budget
+
   bar = progress_bar(total, step, c.progress)
   consecutive_bad, first_bad, last_eval, timer = 0, None, {}, None
   images_seen, start_step = 0, step
-  while step < total:
+  while step < total and not (step > 0 and budget_spent()):
     batch = sharding.shard_batch(next(iterator), run.mesh)
     state, metrics, finite = train_step(state, batch, jax.random.fold_in(run.train_key, step))
     step += 1
@@ -173,8 +179,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if cadence.is_due(step, c.checkpoint_every, total):
       checkpoint(step)
   bar.close()
+  if step < total:
+    print(f"stopped at step {step} of {total}: train.max_train_seconds={c.max_train_seconds:g} "
+          f"of training time spent", flush=True)
   train_seconds = seconds_before + time.time() - session_start
-  if total == 0 or not run.checkpointer.steps():
+  if step not in run.checkpointer.steps():
     checkpoint(step)
   train_images_per_s = images_seen / (time.time() - timer) if timer and images_seen else None
   summary = finish(run, state, step, logbook)

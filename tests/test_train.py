@@ -67,6 +67,18 @@ def test_resume_equals_uninterrupted(tmp_path):
   assert _train_losses(str(tmp_path / "full")) == _train_losses(str(tmp_path / "split"))
 
 
+def test_time_budget_stops_checkpoints_and_is_kept_on_resume(tmp_path):
+  config = load_config("independent")
+  config.train.max_train_seconds = 1e-6  # spent by the first step
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["step"] == 1 and "exact" in summary["test"]
+  assert Checkpointer(str(tmp_path), config).steps() == [1]
+  again = train.train_and_evaluate(config, str(tmp_path))  # the budget is the run's, not the session's
+  assert again["step"] == 1
+  config.train.max_train_seconds = 0.0
+  assert train.train_and_evaluate(config, str(tmp_path))["step"] == config.train.num_steps
+
+
 def _cli(args, env=None, **kw):
   env = dict(os.environ, **(env or {}))
   return subprocess.run([sys.executable, "-m", "genfam.main", *args], cwd=REPO, env=env,
