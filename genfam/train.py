@@ -127,11 +127,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   session_start = time.time()
 
-  def checkpoint(step):
+  def checkpoint(step, train_seconds=None):
     # train_seconds: wall-clock time in this loop summed over every session of the run.
+    if train_seconds is None:
+      train_seconds = seconds_before + time.time() - session_start
     run.checkpointer.save(step, state, pipeline.loader_state(iterator),
-                          {"nonfinite_total": nonfinite_total,
-                           "train_seconds": seconds_before + time.time() - session_start})
+                          {"nonfinite_total": nonfinite_total, "train_seconds": train_seconds})
 
   def budget_spent():
     # train.max_train_seconds: a wall-clock budget for the whole run (all sessions),
@@ -182,10 +183,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if step < total:
     print(f"stopped at step {step} of {total}: train.max_train_seconds={c.max_train_seconds:g} "
           f"of training time spent", flush=True)
-  train_seconds = seconds_before + time.time() - session_start
+  train_seconds = seconds_before + (time.time() - session_start if step > start_step else 0.0)
   if step not in run.checkpointer.steps():
-    checkpoint(step)
+    checkpoint(step, train_seconds)
   train_images_per_s = images_seen / (time.time() - timer) if timer and images_seen else None
+  if train_images_per_s is None:  # nothing trained in this session: keep the last session's rate
+    train_images_per_s = previous_results(workdir).get("train_images_per_s")
   summary = finish(run, state, step, logbook)
   summary["train_images_per_s"] = train_images_per_s
   summary["nonfinite_steps"] = nonfinite_total
@@ -196,6 +199,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logbook.close()
   run.checkpointer.close()
   return summary
+
+
+def previous_results(workdir: str) -> dict:
+  """WORKDIR/results.json of an earlier session, or {}."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
 
 
 def finish(run: Run, state, step: int, logbook: Logbook) -> dict:

@@ -74,7 +74,8 @@ def test_time_budget_stops_checkpoints_and_is_kept_on_resume(tmp_path):
   assert summary["step"] == 1 and "exact" in summary["test"]
   assert Checkpointer(str(tmp_path), config).steps() == [1]
   again = train.train_and_evaluate(config, str(tmp_path))  # the budget is the run's, not the session's
-  assert again["step"] == 1
+  assert again["step"] == 1 and again["train_seconds"] == summary["train_seconds"]
+  assert again["train_images_per_s"] == summary["train_images_per_s"]  # kept from the session that trained
   config.train.max_train_seconds = 0.0
   assert train.train_and_evaluate(config, str(tmp_path))["step"] == config.train.num_steps
 
