@@ -65,6 +65,8 @@ def get_config(arg=None):
   c.optim.clip_norm = 50.0
   c.optim.ema_decay = 0.995
 
+  c.eval.num_draws = 4             # dequantization draws averaged per test image
+
   c.train.num_steps = 2000
   c.train.log_every = 50
   c.train.checkpoint_every = 250

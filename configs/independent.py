@@ -11,7 +11,7 @@ from genfam import config_base
 def get_config(arg=None):
   c = config_base.base_config()
   c.family = "independent"
-  c.model.conditional = False
+  c.model.class_conditional = False
   c.data.batch_size = 256
   c.train.num_steps = 2000
   c.train.checkpoint_every = 1000

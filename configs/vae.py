@@ -3,7 +3,7 @@
 Run:
   python -m genfam.main --config=configs/vae.py --workdir=runs/vae
   python -m genfam.main --config=configs/vae.py:smoke --workdir=/tmp/vae_smoke   # seconds, digits
-  python -m genfam.main --config=configs/vae.py --config.model.conditional=True --workdir=runs/cvae
+  python -m genfam.main --config=configs/vae.py --config.model.class_conditional=True --workdir=runs/cvae
 
 Reports the ELBO (likelihood kind 'elbo', -ELBO in bits/dim with its
 reconstruction and KL parts) and IWAE-`eval.iwae_k` beside it.
@@ -57,7 +57,7 @@ def get_config(arg=None):
   m.min_log_scale = -7.0        # floor on the decoder's log-scales
   m.kl_warmup_steps = 0         # >0: KL weight rises linearly to 1 over this many updates
   m.free_bits = 0.0             # >0: nats per latent dim below which the KL is not penalised
-  m.conditional = False         # class-conditional prior, encoder and decoder (labels)
+  m.class_conditional = False         # class-conditional prior, encoder and decoder (labels)
   m.active_threshold = 0.01     # active unit: Var_x(E_q[z_u]) over a batch above this
 
   c.eval.iwae_k = 1000          # importance samples of the 'iwae-<k>' bound; 0 disables it

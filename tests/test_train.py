@@ -180,8 +180,8 @@ def test_incompatible_checkpoint_is_refused(tmp_path):
   config.train.num_steps = 2
   train.train_and_evaluate(config, str(tmp_path))
   other = load_config("independent")
-  other.model.conditional = True
-  with pytest.raises(GenfamError, match=r"incompatible config \(model\.conditional: False -> True\).*new --workdir"):
+  other.model.class_conditional = True
+  with pytest.raises(GenfamError, match=r"incompatible config \(model\.class_conditional: False -> True\).*new --workdir"):
     train.train_and_evaluate(other, str(tmp_path))
 
 

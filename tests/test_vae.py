@@ -141,7 +141,7 @@ def test_reconstruct(trained):
 
 
 def test_class_conditional():
-  c = _config(conditional=True)
+  c = _config(class_conditional=True)
   family = vae.make(c, SPEC)
   batch = _batch()
   state = family.init(jax.random.key(0), batch)
@@ -217,7 +217,7 @@ def test_bad_input_is_a_one_line_error():
     vae.make(_config(blocks=(0,)), SPEC)
   no_classes = DatasetSpec("unlabelled", (8, 8, 1), 17, ())
   with pytest.raises(GenfamError, match="conditional"):
-    vae.make(_config(conditional=True), no_classes)
+    vae.make(_config(class_conditional=True), no_classes)
   family = vae.make(_config(), SPEC)
   with pytest.raises(GenfamError, match="images"):
     family.init(jax.random.key(0), {"image": np.zeros((2, 28, 28, 1), np.uint8)})

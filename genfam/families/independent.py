@@ -30,7 +30,7 @@ def log_prob(logits, image, label, conditional: bool):
 
 
 def make(config, spec) -> Family:
-  conditional = bool(config.model.conditional)
+  conditional = bool(config.model.class_conditional)
   num_tables = spec.num_classes if conditional else 1
   num_dims = spec.num_dims
   tx = optimizer_from_config(config.optim)

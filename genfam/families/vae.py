@@ -17,7 +17,7 @@ Bounds on log p(x) of the discrete data x in {0..K-1}^D (nats, per example):
            k, -> log p(x) as k -> inf. Computed over chunks of samples with a
            running logsumexp, so memory is one chunk's (kind 'iwae-<k>').
 
-With config.model.conditional the prior, encoder and decoder see the label y
+With config.model.class_conditional the prior, encoder and decoder see the label y
 and both bounds are bounds on log p(x|y), not comparable with unconditional
 numbers.
 
@@ -129,10 +129,10 @@ def build(config, spec) -> tuple[VAE, PixelDecoder]:
     raise GenfamError(f"config.model.widths {tuple(m.widths)} and config.model.blocks "
                       f"{tuple(m.blocks)} must be non-empty and of equal length (one per level)")
   num_classes = 0
-  if m.conditional:
+  if m.class_conditional:
     if spec.num_classes == 0:
-      raise GenfamError(f"config.model.conditional=True but dataset {spec.name!r} has no classes; "
-                        "set --config.model.conditional=False")
+      raise GenfamError(f"config.model.class_conditional=True but dataset {spec.name!r} has no classes; "
+                        "set --config.model.class_conditional=False")
     num_classes = spec.num_classes
   pixels = PixelDecoder(m.decoder, spec.num_bins, m.num_mixtures, m.min_log_scale)
   model = VAE(tuple(spec.image_shape), m.latent_dim, tuple(m.widths), tuple(m.blocks),
@@ -146,8 +146,8 @@ def _inputs(batch, num_bins: int, conditional: bool):
   label = None
   if conditional:
     if "label" not in batch:
-      raise GenfamError("config.model.conditional=True but batches carry no 'label'; "
-                        "set --config.model.conditional=False")
+      raise GenfamError("config.model.class_conditional=True but batches carry no 'label'; "
+                        "set --config.model.class_conditional=False")
     label = batch["label"].astype(jnp.int32)                         # [B]
   return x, bin_centres(x, num_bins), label
 
