@@ -79,3 +79,90 @@ def test_batch_larger_than_the_split():
   _, srcs = sources.data_sources(_data_config("digits"))
   with pytest.raises(GenfamError, match="larger than the 1437 training examples"):
     pipeline.train_loader(srcs["train"], 2048, seed=0)
+
+
+def _write_idx(path, array):
+  """Writes an unsigned-byte IDX file (gzipped), the format of (Fashion-)MNIST's files."""
+  import gzip
+  header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_downloads(monkeypatch, files: dict):
+  """TFDS's DownloadManager.download answers from local files {url: path} (no network)."""
+  import tensorflow_datasets as tfds
+
+  def download(self, url_or_urls):
+    if isinstance(url_or_urls, dict):
+      return {k: files[u] for k, u in url_or_urls.items()}
+    return files[url_or_urls]
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", download)
+
+
+@pytest.mark.parametrize("name, builder", [("mnist", builders.MnistDownload),
+                                           ("fashion_mnist", builders.FashionMnistDownload)])
+def test_downloaded_idx_datasets_are_prepared_without_tensorflow(tmp_path, monkeypatch, name, builder):
+  rng = np.random.default_rng(0)
+  arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28)),
+            "train-labels-idx1-ubyte": rng.integers(0, 10, (6,)),
+            "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28)),
+            "t10k-labels-idx1-ubyte": rng.integers(0, 10, (4,))}
+  files = {}
+  for stem, array in arrays.items():
+    _write_idx(tmp_path / f"{stem}.gz", array)
+    files[builder.URL_BASE + stem + ".gz"] = str(tmp_path / f"{stem}.gz")
+  _fake_downloads(monkeypatch, files)
+  c = _data_config(name)
+  c.data_dir = str(tmp_path / "tfds")
+  c.source_dir = ""
+  monkeypatch.setattr(sources, "fashion_mnist_source_dir", lambda source_dir="": None)  # no local files
+  spec, srcs = sources.data_sources(c)
+  assert spec.image_shape == (28, 28, 1) and (len(srcs["train"]), len(srcs["test"])) == (6, 4)
+  records = [srcs["test"][i] for i in range(4)]
+  assert all(r["image"].dtype == np.uint8 and r["image"].shape == (28, 28, 1) for r in records)
+  # TFDS stores examples in the order of its key hashes: compare (image, label) pairs as sets.
+  assert {(r["image"].tobytes(), int(r["label"])) for r in records} == \
+      {(x.astype(np.uint8)[..., None].tobytes(), int(y))
+       for x, y in zip(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])}
+
+
+def test_downloaded_cifar10_is_prepared_without_tensorflow(tmp_path, monkeypatch):
+  import io
+  import tarfile
+  rng = np.random.default_rng(1)
+  images = {}  # name -> (images [n, 32, 32, 3], labels [n])
+  archive = tmp_path / "cifar-10-binary.tar.gz"
+  with tarfile.open(archive, "w:gz") as tar:
+    for name in builders.CIFAR10_FILES["train"] + builders.CIFAR10_FILES["test"]:
+      x, y = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8), rng.integers(0, 10, (2,)).astype(np.uint8)
+      images[name] = (x, y)
+      records = np.concatenate([y[:, None], x.transpose(0, 3, 1, 2).reshape(2, -1)], axis=1)  # CHW, label first
+      data = records.astype(np.uint8).tobytes()
+      info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  _fake_downloads(monkeypatch, {builders.CIFAR10_URL: str(archive)})
+  c = _data_config("cifar10")
+  c.data_dir = str(tmp_path / "tfds")
+  spec, srcs = sources.data_sources(c)
+  assert spec.image_shape == (32, 32, 3) and (len(srcs["train"]), len(srcs["test"])) == (10, 2)
+  # TFDS stores examples in the order of its key hashes: compare (image, label) pairs as sets.
+  for split, names in builders.CIFAR10_FILES.items():
+    got = {(srcs[split][i]["image"].tobytes(), int(srcs[split][i]["label"])) for i in range(len(srcs[split]))}
+    want = {(x[i].tobytes(), int(y[i])) for name in names for x, y in [images[name]] for i in range(2)}
+    assert got == want
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  def offline(self, url_or_urls):
+    raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
+  c = _data_config("mnist")
+  c.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(GenfamError, match=r"dataset 'mnist' could not be downloaded \(Failed to resolve.*needs network"):
+    sources.data_sources(c)

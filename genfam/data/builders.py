@@ -6,9 +6,15 @@ TF), so a prepared split is read back by `as_data_source` with random access.
 - FashionMnistLocal: the four IDX files of Debian's `dataset-fashion-mnist`
   (or any directory holding them).
 - Digits: scikit-learn's 8x8 digits (17 grey levels 0..16), split 1437 / 360.
+- MnistDownload, FashionMnistDownload, Cifar10Download: the standard datasets
+  from the raw files their authors publish (the URLs TFDS's own builders use),
+  fetched by TFDS's download manager. TFDS's own `mnist` / `cifar10` builders
+  would encode every image as PNG with TensorFlow, which genfam does not
+  depend on; these store the same pixels as uint8 tensors instead.
 """
 import gzip
 import os
+import tarfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -52,7 +58,19 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
+class _IdxBuilder(tfds.core.GeneratorBasedBuilder):
+  """Examples from (Fashion-)MNIST's IDX image/label file pairs."""
+
+  def _generate_examples(self, images_path: str, labels_path: str):
+    """(index, {'image': uint8 [28, 28, 1], 'label': int32})."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if len(images) != len(labels):
+      raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels")
+    for i, (image, label) in enumerate(zip(images, labels)):
+      yield i, {"image": image[..., None], "label": np.int32(label)}
+
+
+class FashionMnistLocal(_IdxBuilder):
   """Fashion-MNIST (28x28x1, 60k/10k) from local IDX files in `source_dir`."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -66,13 +84,81 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
                                  description="Fashion-MNIST read from local IDX files.")
 
   def _split_generators(self, dl_manager):
-    return {split: self._generate_examples(*files) for split, files in FASHION_MNIST_FILES.items()}
+    return {split: self._generate_examples(*(find_idx_file(self._source_dir, stem) for stem in stems))
+            for split, stems in FASHION_MNIST_FILES.items()}
 
-  def _generate_examples(self, images_stem, labels_stem):
-    images = read_idx(find_idx_file(self._source_dir, images_stem))
-    labels = read_idx(find_idx_file(self._source_dir, labels_stem))
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {"image": image[..., None], "label": np.int32(label)}
+
+class _IdxDownload(_IdxBuilder):
+  """28x28x1 images and labels from the four gzipped IDX files under URL_BASE."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  URL_BASE = ""
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=_image_label_features((28, 28, 1)),
+                                 homepage=self.URL_BASE)
+
+  def _split_generators(self, dl_manager):
+    paths = dl_manager.download({stem: self.URL_BASE + stem + ".gz"
+                                 for stems in FASHION_MNIST_FILES.values() for stem in stems})
+    return {split: self._generate_examples(*(os.fspath(paths[stem]) for stem in stems))
+            for split, stems in FASHION_MNIST_FILES.items()}
+
+
+class MnistDownload(_IdxDownload):
+  """MNIST (28x28x1, 60k/10k), downloaded."""
+  URL_BASE = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+
+
+class FashionMnistDownload(_IdxDownload):
+  """Fashion-MNIST (28x28x1, 60k/10k), downloaded."""
+  URL_BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
+
+
+def read_cifar10_binary(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+  """CIFAR-10's binary format: records of 1 label byte + 3072 pixel bytes (channel-major 3x32x32).
+
+  -> (images uint8 [N, 32, 32, 3], labels int32 [N]).
+  """
+  if len(data) % 3073:
+    raise ValueError(f"CIFAR-10 binary batch of {len(data)} bytes is not a whole number of 3073-byte records")
+  records = np.frombuffer(data, np.uint8).reshape(-1, 3073)
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), records[:, 0].astype(np.int32)
+
+
+class Cifar10Download(tfds.core.GeneratorBasedBuilder):
+  """CIFAR-10 (32x32x3, 50k/10k) from its authors' binary tarball, downloaded."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=_image_label_features((32, 32, 3)),
+                                 homepage="https://www.cs.toronto.edu/~kriz/cifar.html")
+
+  def _split_generators(self, dl_manager):
+    archive = os.fspath(dl_manager.download(CIFAR10_URL))
+    return {split: self._generate_examples(archive, names) for split, names in CIFAR10_FILES.items()}
+
+  def _generate_examples(self, archive, names):
+    batches = {}
+    with tarfile.open(archive, "r:gz") as tar:
+      for member in tar.getmembers():
+        if os.path.basename(member.name) in names:
+          batches[os.path.basename(member.name)] = tar.extractfile(member).read()
+    missing = [n for n in names if n not in batches]
+    if missing:
+      raise ValueError(f"{archive} lacks {', '.join(missing)}")
+    index = 0
+    for name in names:
+      images, labels = read_cifar10_binary(batches[name])
+      for image, label in zip(images, labels):
+        yield index, {"image": image, "label": label}
+        index += 1
 
 
 class Digits(tfds.core.GeneratorBasedBuilder):

@@ -2,9 +2,10 @@
 
 'fashion_mnist' reads local IDX files (config.data.source_dir, else
 $GENFAM_FASHION_MNIST_DIR, else Debian's /usr/share/datasets/fashion-mnist)
-through our own TFDS builder; without them it falls back to TFDS's own
-download when allowed. 'digits' is scikit-learn's and always available.
-'mnist' and 'cifar10' go through TFDS unchanged (network needed once).
+through our own TFDS builder; without them it falls back to a download when
+allowed. 'digits' is scikit-learn's and always available. 'mnist' and
+'cifar10' are downloaded once (TFDS's download manager, our own builders:
+TFDS's stock builders need TensorFlow to encode their images).
 A dataset that is not on the machine raises one GenfamError saying how to get it.
 """
 import contextlib
@@ -22,6 +23,10 @@ _tfds.disable_progress_bar()
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_ENV = "GENFAM_FASHION_MNIST_DIR"
 DATA_DIR_ENV = "GENFAM_DATA_DIR"
+
+# Datasets prepared from their authors' raw files by TFDS's download manager.
+_DOWNLOADED = {"fashion_mnist": builders.FashionMnistDownload, "mnist": builders.MnistDownload,
+               "cifar10": builders.Cifar10Download}
 
 _SPECS = {
     "fashion_mnist": DatasetSpec("fashion_mnist", (28, 28, 1), 256, builders.FASHION_MNIST_CLASSES, 60000, 10000),
@@ -81,7 +86,7 @@ def _missing_fashion_mnist(source_dir: str, why: str = "") -> GenfamError:
   return GenfamError(
       f"Fashion-MNIST is not on this machine ({where} the four IDX files{why}): run "
       f"`apt-get install -y dataset-fashion-mnist`, or pass --config.data.source_dir=DIR "
-      f"(or set {FASHION_MNIST_ENV}) with the IDX files, or use a machine with network for TFDS's download")
+      f"(or set {FASHION_MNIST_ENV}) with the IDX files, or use a machine with network to download it")
 
 
 def data_sources(data_config):
@@ -89,8 +94,6 @@ def data_sources(data_config):
 
   data_config: the config's `data` section (name, source_dir, data_dir, allow_download).
   """
-  import tensorflow_datasets as tfds
-
   spec = dataset_spec(data_config.name)
   data_dir = data_config.data_dir or default_data_dir()
   if spec.name == "digits":
@@ -103,15 +106,15 @@ def data_sources(data_config):
     if spec.name == "fashion_mnist" and (data_config.source_dir or not data_config.allow_download):
       raise _missing_fashion_mnist(data_config.source_dir)
     if not data_config.allow_download:
-      raise GenfamError(f"dataset {spec.name!r} needs TFDS's download and config.data.allow_download is "
+      raise GenfamError(f"dataset {spec.name!r} needs a download and config.data.allow_download is "
                         f"False: set --config.data.allow_download=True on a machine with network")
     try:
-      builder = _prepared(tfds.builder(spec.name, data_dir=data_dir, file_format="array_record"))
-    except Exception as e:  # network, TF or TFDS failure: one line, with the ways out
+      builder = _prepared(_DOWNLOADED[spec.name](data_dir=data_dir, file_format="array_record"))
+    except Exception as e:  # network or TFDS failure: one line, with the ways out
       first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
       if spec.name == "fashion_mnist":
-        raise _missing_fashion_mnist("", f"; TFDS's download failed: {first_line}") from None
-      raise GenfamError(f"dataset {spec.name!r} could not be prepared by TFDS ({first_line}): it needs "
-                        f"network once (and TFDS's image decoding); or use 'fashion_mnist' / 'digits'") from None
+        raise _missing_fashion_mnist("", f"; the download failed: {first_line}") from None
+      raise GenfamError(f"dataset {spec.name!r} could not be downloaded ({first_line}): it needs network "
+                        f"once; or use 'fashion_mnist' (Debian's dataset-fashion-mnist) or 'digits'") from None
   from genfam.data.pipeline import in_memory
   return spec, {split: in_memory(builder.as_data_source(split=split)) for split in ("train", "test")}
