@@ -6,8 +6,10 @@ Each step holds three items: 'state' (the family's train state pytree),
 config that made it, JSON). Orbax writes to a temporary directory and renames
 it when complete, so a half-written step is never listed. Restoring takes the
 latest step that reads back whole and falls back to earlier ones when a step
-is corrupt; a checkpoint made by an incompatible config is refused with a
-GenfamError naming the keys that differ.
+is corrupt, deleting the corrupt step so that the run saves it again. A
+checkpoint made by an incompatible config (its meta's structural keys, or the
+shapes and dtypes of its saved state) is refused with a GenfamError naming
+what differs.
 """
 import json
 import logging
@@ -58,6 +60,13 @@ def all_finite(tree) -> bool:
   return all(bool(jax.numpy.isfinite(x).all()) for x in leaves)
 
 
+def _leaf_specs(tree) -> dict:
+  """{'params.dense.kernel': ((3, 4), 'float32'), ..} for a tree of arrays, shape
+  structs or orbax array metadata; empty nodes (None, ()) are left out."""
+  flat = ocp.tree.to_flat_dict(tree, sep=".")
+  return {k: (tuple(v.shape), np.dtype(v.dtype).name) for k, v in flat.items() if hasattr(v, "shape")}
+
+
 class Checkpointer:
   """Saves and restores (state, data-iterator state, meta) in `workdir`/checkpoints."""
 
@@ -67,13 +76,15 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
-        item_names=("state", "data", "meta"))
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
 
   def steps(self) -> list[int]:
+    """The saved steps, oldest first (half-written temporary directories are not listed)."""
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_state: dict, meta: dict) -> None:
-    """Writes step `step`; refuses a non-finite state (never written)."""
+    """Writes step `step` (kept as it is if already saved); refuses a non-finite state."""
     if not all_finite(state):
       raise RuntimeError(f"refusing to checkpoint a non-finite train state at step {step}")
     if step in self.manager.all_steps():
@@ -84,20 +95,40 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def read_meta(self, step: int) -> dict:
+    """Step `step`'s meta: step, counters and the config that made it."""
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def check_compatible(self, step: int) -> None:
+    """Raises GenfamError if step `step` was made by a config of other STRUCTURAL_KEYS."""
     diffs = structural_differences(self.read_meta(step).get("config", {}), self.config)
     if diffs:
       raise GenfamError(
           f"the checkpoint in {self.directory} was made by an incompatible config ({'; '.join(diffs)}): "
           f"use a new --workdir, or the config it was trained with")
 
+  def state_differences(self, step: int, abstract_state) -> list[str]:
+    """Leaves whose shape or dtype differ between step `step`'s saved state and
+    `abstract_state` (a leaf on one side only counts as differing)."""
+    saved = self.manager.item_metadata(step)["state"]
+    if saved is None:
+      raise ValueError("the saved state has no readable metadata")
+    saved, current = _leaf_specs(getattr(saved, "tree", saved)), _leaf_specs(abstract_state)
+    return [f"{k}: {saved.get(k, '<missing>')} -> {current.get(k, '<missing>')}"
+            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+
+  def restore(self, step: int, abstract_state):
+    """-> (state, data_state, meta) of step `step`, read into `abstract_state`'s shardings."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["data"], restored["meta"]
+
   def restore_latest(self, abstract_state):
     """-> (state, data_state, meta) of the newest readable step, or None if none.
 
     abstract_state: ShapeDtypeStructs (with shardings) of the train state.
-    Corrupt steps are skipped with a warning; an incompatible config raises.
+    A corrupt step is deleted with a warning and an earlier one tried; a step
+    made by an incompatible config, or holding a state of other shapes, raises.
     """
     steps = self.steps()
     if not steps:
@@ -106,31 +137,29 @@ class Checkpointer:
     for step in reversed(steps):
       try:
         self.check_compatible(step)
+        diffs = self.state_differences(step, abstract_state)
       except GenfamError:
         raise
-      except Exception as e:  # unreadable meta: corrupt step
-        failures.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
-        logging.warning("checkpoint step %d is unreadable (%s); trying an earlier one", step, failures[-1])
+      except Exception as e:  # noqa: BLE001 - unreadable meta or metadata: a corrupt step
+        self._discard(step, e, failures)
         continue
+      if diffs:
+        shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        raise GenfamError(f"the checkpoint at step {step} in {self.directory} does not fit this config's "
+                          f"train state ({shown}): use a new --workdir, or the config it was trained with")
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore()))
-      except (ValueError, KeyError, TypeError) as e:
-        text = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        if "shape" in text.lower() or "structure" in text.lower() or "tree" in text.lower():
-          raise GenfamError(f"the checkpoint at step {step} in {self.directory} does not fit this config's "
-                            f"train state ({text}): use a new --workdir, or the config it was trained with") from None
-        failures.append(f"step {step}: {text}")
-        logging.warning("checkpoint step %d could not be restored (%s); trying an earlier one", step, text)
-        continue
-      except Exception as e:  # noqa: BLE001 - any read failure means a corrupt step
-        failures.append(f"step {step}: {type(e).__name__}")
-        logging.warning("checkpoint step %d could not be restored (%s); trying an earlier one", step, e)
-        continue
-      return restored["state"], restored["data"], restored["meta"]
-    raise GenfamError(f"no checkpoint in {self.directory} could be read ({'; '.join(failures)}): "
-                      f"remove the directory to start afresh")
+        return self.restore(step, abstract_state)
+      except Exception as e:  # noqa: BLE001 - its shapes fit, so any read failure means a corrupt step
+        self._discard(step, e, failures)
+    raise GenfamError(f"no checkpoint in {self.directory} could be read ({'; '.join(failures)}); they "
+                      f"were deleted: train again to start afresh")
+
+  def _discard(self, step: int, error: Exception, failures: list) -> None:
+    """Deletes corrupt step `step` (so the run writes it again), noting why in `failures`."""
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
+    failures.append(f"step {step}: {reason}")
+    logging.warning("checkpoint step %d is unreadable (%s); deleting it and trying an earlier one", step, reason)
+    self.manager.delete(step)
 
   def close(self):
     self.manager.close()

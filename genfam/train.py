@@ -106,21 +106,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains config.train.num_steps steps (resuming from WORKDIR), then evaluates,
   samples and checkpoints. Returns the final summary (also in WORKDIR/results.json)."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
   run = Run(config, workdir)
   c = config.train
   total = c.num_steps
   iterator = iter(run.loader)
   restored = run.restore()
   if restored is None:
-    state, step, nonfinite_total, seconds_before = run.init_state(), 0, 0, 0.0
+    state, step, nonfinite_total, seconds_before, alerts = run.init_state(), 0, 0, 0.0, {}
   else:
     state, data_state, meta = restored
     pipeline.restore_loader_state(iterator, data_state)
     step, nonfinite_total = int(meta["step"]), int(meta.get("nonfinite_total", 0))
-    seconds_before = float(meta.get("train_seconds", 0.0))
+    seconds_before, alerts = float(meta.get("train_seconds", 0.0)), dict(meta.get("alerts", {}))
     print(f"resumed from step {step} ({run.checkpointer.directory})", flush=True)
+  # Only now, so that a config refused by the checkpoint leaves the run's config.json alone.
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
   logbook = Logbook(workdir, resume_step=step)
   train_step = jax.jit(guarded_update(run.family.update), donate_argnums=0,
                        out_shardings=(run.replicated, run.replicated, run.replicated))
@@ -132,7 +133,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if train_seconds is None:
       train_seconds = seconds_before + time.time() - session_start
     run.checkpointer.save(step, state, pipeline.loader_state(iterator),
-                          {"nonfinite_total": nonfinite_total, "train_seconds": train_seconds})
+                          {"nonfinite_total": nonfinite_total, "train_seconds": train_seconds, "alerts": alerts})
 
   def budget_spent():
     # train.max_train_seconds: a wall-clock budget for the whole run (all sessions),
@@ -169,6 +170,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if timer is not None and images_seen:
         row["images_per_s"] = images_seen / (time.time() - timer)
       row = logbook.write(step, "train", row)
+      note_alerts(row, step, alerts)
       bar.set_postfix(loss=f"{row['loss']:.4f}" if isinstance(row["loss"], float) else row["loss"],
                       **({"bpd": f"{last_eval['bpd']:.4f}"} if last_eval else {}))
     if c.eval_every > 0 and cadence.is_due(step, c.eval_every, total) and step != total:
@@ -192,6 +194,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   summary = finish(run, state, step, logbook)
   summary["train_images_per_s"] = train_images_per_s
   summary["nonfinite_steps"] = nonfinite_total
+  summary["alerts"] = alerts
   summary["train_seconds"] = train_seconds
   summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -199,6 +202,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logbook.close()
   run.checkpointer.close()
   return summary
+
+
+def note_alerts(row: dict, step: int, alerts: dict) -> None:
+  """Adds to `alerts` (name -> first step) each metric `alert_<name>` of a logged
+  row that is > 0, printing `warning: <name> at step N` when a name first appears.
+  Families raise alerts through their metrics; the loop never knows which."""
+  for key, value in row.items():
+    name = key[len("alert_"):]
+    if key.startswith("alert_") and isinstance(value, float) and value > 0 and name not in alerts:
+      alerts[name] = step
+      print(f"warning: {name} at step {step}", flush=True)
 
 
 def previous_results(workdir: str) -> dict:

@@ -1,6 +1,7 @@
 """The one loop: outputs, resume equality, kill/resume, non-finite guard, checkpoints."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from genfam import cadence, registry, train
+from genfam import cadence, checkpointing, registry, train
 from genfam.checkpointing import Checkpointer
 from genfam.errors import GenfamError
 from genfam.logbook import read_metrics
@@ -42,6 +43,7 @@ def test_smoke_run_writes_everything(tmp_path):
   report = summary["test"]["exact"]
   assert report["num_examples"] == config.eval.num_examples and report["num_bins"] == 17
   assert 0 < report["bpd"] < np.log2(17) + 0.2 and report["bpd_stderr"] > 0
+  assert summary["nonfinite_steps"] == 0 and summary["alerts"] == {}
   for name in ("results.json", "samples.png", "metrics.jsonl", "config.json"):
     assert os.path.exists(tmp_path / name), name
   assert os.listdir(tmp_path / "tb")
@@ -115,38 +117,69 @@ def test_killed_run_resumes_exactly(tmp_path):
   assert _train_losses(str(tmp_path / "full")) == _train_losses(str(tmp_path / "killed"))
 
 
-def _with_nan_updates(monkeypatch, bad_steps):
-  """Makes the family's update return a NaN loss (and NaN params) at `bad_steps` (0-based)."""
+def _wrap_update(monkeypatch, wrap):
+  """Builds every family with its update replaced by wrap(update, config)."""
   make = registry.make_family
 
-  def make_bad(config, spec):
+  def make_wrapped(config, spec):
     family = make(config, spec)
+    return family._replace(update=wrap(family.update, config))
 
-    def update(state, batch, rng):
-      new_state, metrics = family.update(state, batch, rng)
-      count = optax.tree.get_all_with_path(state.opt_state, "count")[0][1]  # applied steps so far
-      bad = jnp.isin(count, jnp.array(bad_steps))
-      poison = jnp.where(bad, jnp.nan, 0.0)
+  monkeypatch.setattr(registry, "make_family", make_wrapped)
+  monkeypatch.setattr(train.registry, "make_family", make_wrapped)
+
+
+def _at_steps(config, rng, steps):
+  """bool[]: is `rng` the loop's key of one of `steps` (0-based loop steps)?"""
+  train_key = jax.random.split(jax.random.PRNGKey(config.seed), 4)[1]
+  keys = jax.vmap(lambda s: jax.random.fold_in(train_key, s))(jnp.asarray(steps))
+  return jnp.any(jnp.all(keys == rng[None], axis=-1))
+
+
+def _with_nan_updates(monkeypatch, bad_steps):
+  """Makes the family's update return a NaN loss (and NaN params) at loop steps
+  `bad_steps` (0-based), recognised by the per-step key the loop passes in."""
+
+  def wrap(update, config):
+    def bad_update(state, batch, rng):
+      new_state, metrics = update(state, batch, rng)
+      poison = jnp.where(_at_steps(config, rng, bad_steps), jnp.nan, 0.0)
       new_state = new_state.replace(params=jax.tree.map(lambda p: p + poison, new_state.params))
       return new_state, dict(metrics, loss=metrics["loss"] + poison)
-    return family._replace(update=update)
+    return bad_update
 
-  monkeypatch.setattr(registry, "make_family", make_bad)
-  monkeypatch.setattr(train.registry, "make_family", make_bad)
+  _wrap_update(monkeypatch, wrap)
 
 
-def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
-  # The optimizer's count only advances on applied steps, so "bad" counts are
-  # hit once each: step indices 2 and 4 of the applied sequence.
-  _with_nan_updates(monkeypatch, [2, 4])
+def _checkpoints(workdir, config):
+  """{step: (state, meta)} of every checkpoint in WORKDIR."""
+  run = train.Run(config, workdir)
+  out = {}
+  for step in run.checkpointer.steps():
+    state, _, meta = run.checkpointer.restore(step, run.abstract_state)
+    out[step] = state, meta
+  return out
+
+
+def _finite(state):
+  return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact))
+
+
+def test_nonfinite_steps_are_skipped_and_training_recovers(tmp_path, monkeypatch):
+  _with_nan_updates(monkeypatch, [1, 3])  # loop steps 2 and 4 (of 6; checkpoints at 2, 4, 6)
   config = load_config("independent")
-  config.optim.learning_rate = 1e-2
+  config.train.eval_every = 0
   summary = train.train_and_evaluate(config, str(tmp_path))
-  assert summary["nonfinite_steps"] >= 1
+  assert summary["step"] == 6 and summary["nonfinite_steps"] == 2
   rows = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
-  assert any(r["skipped"] == 1.0 for r in rows)
-  state, _ = _params(str(tmp_path), config)
-  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state))
+  assert [r["step"] for r in rows if r["skipped"] == 1.0] == [2, 4]
+  assert all(isinstance(r["loss"], float) for r in rows if r["step"] not in (2, 4))
+  checkpoints = _checkpoints(str(tmp_path), config)
+  assert sorted(checkpoints) == [2, 4, 6] and all(_finite(state) for state, _ in checkpoints.values())
+  count = lambda state: int(optax.tree.get_all_with_path(state.opt_state, "count")[0][1])  # noqa: E731
+  assert [count(checkpoints[s][0]) for s in (2, 4, 6)] == [1, 2, 4]  # steps after each skip were applied
+  changed = jax.tree.map(lambda a, b: bool((a != b).any()), checkpoints[4][0].params, checkpoints[6][0].params)
+  assert any(jax.tree.leaves(changed))
 
 
 def test_consecutive_nonfinite_steps_stop_the_run(tmp_path, monkeypatch):
@@ -156,33 +189,97 @@ def test_consecutive_nonfinite_steps_stop_the_run(tmp_path, monkeypatch):
   config.train.max_consecutive_nonfinite = 5
   with pytest.raises(GenfamError, match=r"5 consecutive non-finite steps \(4\.\.8\)"):
     train.train_and_evaluate(config, str(tmp_path))
-  state, meta = _params(str(tmp_path), config)  # checkpoints in a bad streak hold the last good state
-  assert meta["step"] >= 4
-  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state))
+  checkpoints = _checkpoints(str(tmp_path), config)  # those in a bad streak hold the last good state
+  assert max(checkpoints) >= 4 and all(_finite(state) for state, _ in checkpoints.values())
 
 
-def test_corrupt_latest_checkpoint_falls_back(tmp_path):
+def test_alerts_and_vector_metrics(tmp_path, monkeypatch, capsys):
+  """A family's `alert_<name>` metrics warn once and land in results.json;
+  a 1-D metric is logged as a list."""
+
+  def wrap(update, config):
+    def alerting_update(state, batch, rng):
+      state, metrics = update(state, batch, rng)
+      late = _at_steps(config, rng, [2, 3, 4, 5]).astype(jnp.float32)  # loop steps 3..6
+      return state, dict(metrics, alert_late=late, alert_never=jnp.float32(0), per_dim=jnp.arange(3.0) * late)
+    return alerting_update
+
+  _wrap_update(monkeypatch, wrap)
+  config = load_config("independent")
+  config.train.eval_every = 0
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+  assert warnings == ["warning: late at step 3"]
+  assert summary["alerts"] == {"late": 3}
+  with open(tmp_path / "results.json") as f:
+    assert json.load(f)["alerts"] == {"late": 3}
+  rows = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
+  assert rows[0]["per_dim"] == [0.0, 0.0, 0.0] and rows[-1]["per_dim"] == [0.0, 1.0, 2.0]
+
+
+def test_corrupt_latest_checkpoint_is_replaced(tmp_path):
   config = load_config("independent")
   config.train.eval_every = 0
   train.train_and_evaluate(config, str(tmp_path))
   ckpt = Checkpointer(str(tmp_path), config)
-  latest = ckpt.steps()[-1]
+  latest, previous = ckpt.steps()[-1], ckpt.steps()[-2]
   for root, _, files in os.walk(tmp_path / "checkpoints" / str(latest) / "state"):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
   state, meta = _params(str(tmp_path), config)
-  assert meta["step"] == ckpt.steps()[-2]
+  assert meta["step"] == previous
+  assert not (tmp_path / "checkpoints" / str(latest)).exists()  # deleted, so the run saves it again
+  train.train_and_evaluate(config, str(tmp_path))
+  state, meta = _params(str(tmp_path), config)
+  assert meta["step"] == latest and _finite(state)
+
+
+def test_half_written_checkpoints_are_ignored(tmp_path):
+  """A temporary directory orbax left (killed mid-save) is never listed; a step
+  directory cut short is corrupt: both fall back to the last good step."""
+  config = load_config("independent")
+  config.train.num_steps, config.train.eval_every = 4, 0
+  train.train_and_evaluate(config, str(tmp_path))
+  root = tmp_path / "checkpoints"
+  for name in ("6.orbax-checkpoint-tmp", "8.orbax-checkpoint-tmp-1700000000"):  # this orbax's name, older ones'
+    (root / name / "state").mkdir(parents=True)
+    (root / name / "state" / "_METADATA").write_text("{")
+  shutil.copytree(root / "4", root / "10")
+  shutil.rmtree(root / "10" / "state")
+  assert Checkpointer(str(tmp_path), config).steps() == [2, 4, 10]
+  _, meta = _params(str(tmp_path), config)
+  assert meta["step"] == 4 and not (root / "10").exists()
+  config.train.num_steps = 6
+  assert train.train_and_evaluate(config, str(tmp_path))["step"] == 6
+  state, meta = _params(str(tmp_path), config)
+  assert meta["step"] == 6 and _finite(state)
+  assert Checkpointer(str(tmp_path), config).steps() == [2, 4, 6]
 
 
 def test_incompatible_checkpoint_is_refused(tmp_path):
   config = load_config("independent")
   config.train.num_steps = 2
   train.train_and_evaluate(config, str(tmp_path))
+  written = (tmp_path / "config.json").read_text()
   other = load_config("independent")
   other.model.class_conditional = True
   with pytest.raises(GenfamError, match=r"incompatible config \(model\.class_conditional: False -> True\).*new --workdir"):
     train.train_and_evaluate(other, str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == written  # the refused config is not recorded
+
+
+def test_checkpoint_of_other_shapes_is_refused(tmp_path, monkeypatch):
+  """Shapes are compared leaf by leaf, whatever the config keys say."""
+  config = load_config("independent")
+  config.train.num_steps = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.setattr(checkpointing, "STRUCTURAL_KEYS", ())
+  other = load_config("independent")
+  other.model.class_conditional = True
+  with pytest.raises(GenfamError, match=r"step 2 .* does not fit this config's train state \(.*->.*new --workdir"):
+    train.train_and_evaluate(other, str(tmp_path))
+  assert Checkpointer(str(tmp_path), config).steps() == [2]  # refused, not taken for corrupt
 
 
 def test_cli_eval_and_sample_modes(tmp_path):
