@@ -57,8 +57,9 @@ def get_config(arg=None):
   m.min_log_scale = -7.0        # floor on the decoder's log-scales
   m.kl_warmup_steps = 0         # >0: KL weight rises linearly to 1 over this many updates
   m.free_bits = 0.0             # >0: nats per latent dim below which the KL is not penalised
-  m.class_conditional = False         # class-conditional prior, encoder and decoder (labels)
-  m.active_threshold = 0.01     # active unit: Var_x(E_q[z_u]) over a batch above this
+  m.class_conditional = False   # class-conditional prior, encoder and decoder (labels)
+  m.active_threshold = 0.01     # active unit: Var_x(E_q[z_u]) over a batch above this; none active
+                                # -> metric alert_posterior_collapse = 1 (a warning in the loop)
 
   c.eval.iwae_k = 1000          # importance samples of the 'iwae-<k>' bound; 0 disables it
   c.eval.extra_num_examples = 1000  # IWAE on the first 1000 test images (0: all)

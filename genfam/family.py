@@ -34,9 +34,11 @@ class Family(NamedTuple):
   init(rng, batch) -> state
       The train state pytree: params, optimizer state(s), model state, EMA.
   update(state, batch, rng) -> (state, metrics)
-      One optimisation step; metrics is a flat dict of scalars and must hold
-      'loss'. The loop jits it, shards the batch over devices, donates state
-      and skips the step if the loss or the new state is not finite.
+      One optimisation step; metrics is a flat dict of scalars (or 1-D arrays,
+      logged as lists and histograms) and must hold 'loss'. A metric named
+      'alert_<name>' > 0 is reported by the loop as a warning. The loop jits
+      it, shards the batch over devices, donates state and skips the step if
+      the loss or the new state is not finite.
   eval_params(state) -> params
       The parameters evaluation and sampling use (EMA weights where kept).
   log_likelihood(params, batch, rng) -> {name: [B] float bits/dim}

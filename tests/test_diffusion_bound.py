@@ -131,3 +131,29 @@ def test_sampled_estimate_is_unbiased():
   assert est["terms"].shape == (n,)
   stderr = float(est["terms"].std() / math.sqrt(n))
   assert abs(float(est["terms"].mean()) - exact_sum) < 4 * stderr + 1e-3 * exact_sum
+
+
+@pytest.mark.parametrize("clip_x0", [False, True])
+def test_exact_bound_does_not_depend_on_the_chunk_size(clip_x0):
+  """Term t always uses noise fold_in(rng, t): chunk 1, a chunk that does not divide T
+  (padded rows dropped), chunk = T and chunk > T give the same [T, B] terms."""
+  s = schedules.make_schedule("linear", 12)
+  log_var = schedules.model_log_variance(s, "beta")
+  rng = np.random.default_rng(4)
+  w = jnp.asarray(rng.normal(size=(18, 18)) / np.sqrt(18), jnp.float32)   # a fixed random linear map
+  v = jnp.asarray(rng.normal(size=(18,)), jnp.float32)
+
+  def eps_fn(x_t, t):  # x_t [B, 3, 3, 2], t [B] -> eps = W x_t + (t / T) v
+    flat = x_t.reshape(x_t.shape[0], -1) @ w + (t.astype(jnp.float32) / s.num_steps)[:, None] * v
+    return flat.reshape(x_t.shape)
+
+  x_int = jnp.asarray(rng.integers(0, 17, size=(3, 3, 3, 2)), jnp.int32)
+  run = lambda chunk: jax.jit(lambda x: bound.exact_vlb(eps_fn, s, log_var, x, jax.random.PRNGKey(5), 17,
+                                                        chunk=chunk, clip_x0=clip_x0))(x_int)
+  want = run(s.num_steps)
+  assert want["terms"].shape == (s.num_steps, 3) and bool(jnp.all(want["terms"][:6] > 1e-2))  # not trivial
+  for chunk in (1, 7, 50):
+    got = run(chunk)
+    np.testing.assert_allclose(got["terms"], want["terms"], rtol=1e-5, atol=1e-6, err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(got["prior"], want["prior"], rtol=1e-6)
+    np.testing.assert_allclose(got["terms"].sum(0), want["terms"].sum(0), rtol=1e-5)

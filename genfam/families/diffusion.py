@@ -77,7 +77,9 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   Options default to config.sample's; pass them to build several samplers
   (e.g. DDPM and DDIM at several S) from one config. condition: int [num]
   labels for a class-conditional model (guided with weight w), or None for
-  unconditional samples (the null label).
+  unconditional samples (the null label). DDIM's eta must lie in [0, 1]
+  (sigma_t = eta * the DDPM posterior std; checked for either sampler, so a
+  bad config fails when the family is built).
   """
   c = config.sample
   sampler = c.sampler if sampler is None else sampler
@@ -87,6 +89,9 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   weight = float(c.guidance if guidance is None else guidance)
   if sampler not in samplers.SAMPLERS:
     raise GenfamError(f"unknown sample.sampler {sampler!r}; use one of {samplers.SAMPLERS}")
+  if not 0.0 <= float(eta) <= 1.0:  # also rejects NaN
+    raise GenfamError(f"sample.eta={eta} is outside [0, 1]; set --config.sample.eta between 0 "
+                      "(deterministic DDIM) and 1 (DDPM-like noise)")
   net = make_net(config.model, spec)
   sched, log_var = _process(config.diffusion)
   clip = bool(config.diffusion.clip_denoised)

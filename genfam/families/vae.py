@@ -218,6 +218,12 @@ def loss_fn_for(model, pixels, num_dims: int, kl_warmup_steps: int, free_bits: f
   loss = [mean_B recon + beta_t * sum_l max(mean_B KL_l, free_bits)] / (D log 2)
   with beta_t = min(1, (t + 1) / kl_warmup_steps) at update t (1 without
   warm-up). With neither option the loss is the batch's -ELBO in bits/dim.
+
+  Metrics: 'elbo_bpd' = 'recon_bpd' + 'kl_bpd' (the batch's unweighted -ELBO);
+  'kl_per_dim' [L]: mean_B KL(q(z_l|x) || p(z_l)) of each latent dimension l
+  (nats), with its mean/min/max as scalars; 'active_units' (Burda et al.);
+  'alert_posterior_collapse' = 1.0 when no unit is active (posterior collapse),
+  else 0.0 (the loop reports 'alert_<name>' metrics as warnings).
   """
 
   def loss_fn(params, model_state, batch, rng):
@@ -236,11 +242,13 @@ def loss_fn_for(model, pixels, num_dims: int, kl_warmup_steps: int, free_bits: f
         "recon_bpd": nats_to_bpd(jnp.mean(recon), num_dims),
         "kl_bpd": nats_to_bpd(jnp.sum(kl_per_dim), num_dims),
         "kl_weight": beta,
+        "kl_per_dim": kl_per_dim,                                              # [L] nats
         "kl_per_latent_mean_nats": jnp.mean(kl_per_dim),
         "kl_per_latent_min_nats": jnp.min(kl_per_dim),
         "kl_per_latent_max_nats": jnp.max(kl_per_dim),
         "active_units": active,
-        "collapsed": (active == 0).astype(jnp.float32),  # 1: no latent carries information
+        # 1.0 when no latent carries information; the loop reports alert_* metrics as warnings
+        "alert_posterior_collapse": (active == 0).astype(jnp.float32),
     }
     return loss, (metrics, {"step": step + 1})
 
@@ -288,8 +296,13 @@ def reconstruct(config, spec, params, image, rng, label=None, posterior: str = "
   A pure function for notebooks: z is the posterior mean (posterior='mean') or
   a draw from q(z|x) ('sample'); the image is the decoder's mode ('mode') or a
   draw from p(x|z) ('sample'). params: the family's `eval_params(state)`;
-  label int32 [B] for a class-conditional model.
+  label int32 [B] for a class-conditional model. With the defaults it is
+  deterministic: mode(p(x | z = E_q[z|x])).
   """
+  if posterior not in ("mean", "sample"):
+    raise GenfamError(f"unknown posterior {posterior!r} for reconstruct; use 'mean' or 'sample'")
+  if decode not in ("mode", "sample"):
+    raise GenfamError(f"unknown decode {decode!r} for reconstruct; use 'mode' or 'sample'")
   model, pixels = build(config, spec)
   batch = {"image": image} if label is None else {"image": image, "label": label}
   _, xc, label = _inputs(batch, pixels.num_bins, model.num_classes > 0)
