@@ -4,7 +4,8 @@
 
 One row per likelihood a run reported (results.json of a finished run, and any
 eval_step_*.json of `--mode=eval`), with the training steps, wall-clock
-training time, training images/s and peak memory, and the command that made
+training time, training images/s and peak memory (RSS of the process that
+trained and evaluated), and the command that made
 it (the workdir's commands.txt records every invocation).
 """
 import glob
@@ -40,13 +41,14 @@ def rows(workdir: str):
 
 
 def main(workdirs):
-  print("| run | likelihood | test bits/dim | test images | steps | train time | train images/s | command |")
-  print("|---|---|---|---|---|---|---|---|")
+  print("| run | likelihood | test bits/dim | test images | steps | train time | train images/s | peak RSS | command |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for workdir in workdirs:
     for r in rows(workdir):
       speed = f"{r['images_per_s']:.0f}" if r["images_per_s"] else "–"
+      rss = f"{r['peak_rss_mib'] / 1024:.1f} GiB" if r["peak_rss_mib"] else "–"
       print(f"| {r['run']} ({r['family']}, {r['dataset']}) | {r['kind']} | {r['bpd']:.3f} ± {r['stderr']:.3f} | "
-            f"{r['examples']} × {r['draws']} draws | {r['steps']} | {r['train_minutes']:.0f} min | {speed} | "
+            f"{r['examples']} × {r['draws']} draws | {r['steps']} | {r['train_minutes']:.0f} min | {speed} | {rss} | "
             f"`{r['command']}` |")
 
 

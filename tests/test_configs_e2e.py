@@ -1,21 +1,43 @@
 """Every config's smoke variant: trains, evaluates, samples, checkpoints, resumes.
 
 Resume: N steps uninterrupted and k steps + restart + N-k steps give identical
-parameters and identical training metrics on CPU.
+parameters and identical training metrics on CPU. The trained workdir is then
+evaluated and sampled again as `--mode=eval` / `--mode=sample` would, and a
+diffusion model also samples with DDPM (the smoke config samples with DDIM).
 """
 import glob
+import math
 import os
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import train
+from genfam import registry, train
 from genfam.checkpointing import Checkpointer
+from genfam.data import sources
+from genfam.families import diffusion
 from genfam.logbook import read_metrics
 from tests.conftest import REPO, load_config
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+# (family, kind less any '-<k>' / '-<k>t' suffix) -> the '*_bpd' parts of its
+# report, which add up to its 'bpd' (see each family's log_likelihood). No parts:
+# the bound is one term, the independent baseline's exact log-likelihood, or the
+# VAE's IWAE-k, a log-mean-exp over importance samples that does not split into
+# reconstruction + KL. The diffusion 'label_bpd' (log C / (D log 2)) is there
+# because the smoke model is class-conditional, bounded with the true label.
+PARTS = {
+    ("independent", "exact"): set(),
+    ("flow", "exact"): {"prior_bpd", "logdet_bpd", "preprocess_bpd", "discretization_bpd"},
+    ("vae", "elbo"): {"recon_bpd", "kl_bpd"},
+    ("vae", "iwae"): set(),
+    ("diffusion", "vlb"): {"prior_bpd", "diffusion_bpd", "decoder_bpd", "label_bpd"},
+    ("diffusion", "vlb-sampled"): {"prior_bpd", "terms_bpd", "label_bpd"},
+}
 
 
 def _restore(config, workdir):
@@ -25,6 +47,31 @@ def _restore(config, workdir):
 
 def _train_rows(workdir):
   return [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_metrics(workdir) if r["split"] == "train"]
+
+
+def _check_reports(config, family, reports):
+  """Every bound the family offers, each labelled with its kind, finite, its parts adding up."""
+  assert set(reports) == {family.likelihood_kind, *(family.extra_likelihoods or {})}
+  for kind, report in reports.items():
+    assert report["kind"] == kind and np.isfinite(report["bpd"]), kind
+    parts = {k for k in report if k.endswith("_bpd")}
+    assert parts == PARTS[config.family, re.sub(r"-\d+t?$", "", kind)], kind
+    if parts:
+      np.testing.assert_allclose(sum(report[k] for k in parts), report["bpd"], rtol=1e-5, atol=1e-5, err_msg=kind)
+    if "discretization_bpd" in parts:
+      np.testing.assert_allclose(report["discretization_bpd"], math.log2(report["num_bins"]), rtol=1e-6)
+
+
+def _check_ddpm_sampler(config, workdir):
+  """DDPM ancestral sampling (all T steps) from the trained smoke parameters, guided by labels."""
+  run = train.Run(config, workdir)
+  state, _, _ = run.restore_or_fail()
+  num = 4
+  draw = diffusion.make_sampler(config, run.spec, sampler="ddpm")
+  labels = jnp.arange(num, dtype=jnp.int32) % run.spec.num_classes
+  samples = np.asarray(draw(run.family.eval_params(state), jax.random.PRNGKey(0), num, labels))
+  assert samples.shape == (num, *run.spec.image_shape) and samples.dtype == np.uint8
+  assert samples.max() <= run.spec.num_bins - 1
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -37,10 +84,12 @@ def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
 
   # evaluated: every bound the family offers, finite, labelled, with parts that add up
   assert summary["step"] == total and summary["test"]
+  family = registry.make_family(config, sources.dataset_spec(config.data.name))
+  _check_reports(config, family, summary["test"])
   for kind, report in summary["test"].items():
-    expected = config.eval.num_examples if kind == list(summary["test"])[0] else (
+    expected = config.eval.num_examples if kind == family.likelihood_kind else (
         config.eval.get("extra_num_examples", 0) or config.eval.num_examples)
-    assert np.isfinite(report["bpd"]) and report["num_examples"] == expected, kind
+    assert report["num_examples"] == expected, kind
   # sampled and checkpointed
   assert os.path.getsize(tmp_path / "full" / "samples.png") > 0
   assert Checkpointer(str(tmp_path / "full"), config).steps()[-1] == total
@@ -56,3 +105,17 @@ def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
   assert meta_a["step"] == meta_b["step"] == total
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert _train_rows(str(tmp_path / "full")) == _train_rows(str(tmp_path / "split"))
+
+  # --mode=eval and --mode=sample on the trained workdir: the same final numbers, a new PNG
+  evaluated = train.evaluate_workdir(config, str(tmp_path / "full"))
+  assert evaluated["step"] == total and (tmp_path / "full" / f"eval_step_{total}.json").exists()
+  _check_reports(config, family, evaluated["test"])
+  for kind, report in evaluated["test"].items():
+    np.testing.assert_allclose(report["bpd"], summary["test"][kind]["bpd"], rtol=1e-6, err_msg=kind)
+  sampling = config.copy_and_resolve_references()
+  if config.family == "flow":
+    sampling.sample.temperature = 0.7
+  grid = train.sample_workdir(sampling, str(tmp_path / "full"))
+  assert grid == str(tmp_path / "full" / f"samples_step_{total}.png") and os.path.getsize(grid) > 0
+  if config.family == "diffusion":
+    _check_ddpm_sampler(config, str(tmp_path / "full"))

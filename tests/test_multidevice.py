@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO
 
-CONFIGS = ["independent", "glow", "vae"]
+CONFIGS = ["independent", "glow", "realnvp", "vae"]
 
 
 def _run(name, devices, tmp_path):

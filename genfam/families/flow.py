@@ -90,7 +90,7 @@ def make(config, spec) -> Family:
         "prior_bpd": bits.nats_to_bpd(-(lp["gaussian"] + lp["prior"]), num_dims),
         "logdet_bpd": bits.nats_to_bpd(-lp["flow"], num_dims),
         "preprocess_bpd": bits.nats_to_bpd(-lp["preprocess"], num_dims),
-        "discretization_bpd": jnp.full_like(nll, math.log2(num_bins)),
+        "discretization_bpd": bits.nats_to_bpd(jnp.full_like(nll, num_dims * math.log(num_bins)), num_dims),
     }
 
   def init(rng, batch):
