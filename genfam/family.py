@@ -19,13 +19,18 @@ Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
 
 # The kinds of log-likelihood a family may report (DESIGN.md).
-LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>"
+LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>" and "vlb-sampled-<k>t"
 
 
 def check_likelihood_kind(kind: str) -> str:
-  if kind in LIKELIHOOD_KINDS or (kind.startswith("iwae-") and kind[5:].isdigit()):
+  """`kind` if it names a likelihood of DESIGN.md: exact, elbo, vlb, ais, the
+  importance-weighted bound 'iwae-<k>', or 'vlb-sampled-<k>t' (an unbiased
+  estimate of the vlb from k sampled timesteps per example)."""
+  if kind in LIKELIHOOD_KINDS or (kind.startswith("iwae-") and kind[5:].isdigit()) or (
+      kind.startswith("vlb-sampled-") and kind.endswith("t") and kind[12:-1].isdigit()):
     return kind
-  raise ValueError(f"unknown likelihood kind {kind!r}; use one of {LIKELIHOOD_KINDS} or 'iwae-<k>'")
+  raise ValueError(f"unknown likelihood kind {kind!r}; use one of {LIKELIHOOD_KINDS}, 'iwae-<k>' "
+                   f"or 'vlb-sampled-<k>t'")
 
 
 class Family(NamedTuple):

@@ -33,5 +33,6 @@ def make_family(config, spec) -> Family:
   if name not in _FAMILIES:
     raise GenfamError(f"unknown family {name!r} in config.family; known families: {', '.join(names())}")
   family = importlib.import_module(_FAMILIES[name]).make(config, spec)
-  check_likelihood_kind(family.likelihood_kind)
+  for kind in (family.likelihood_kind, *(family.extra_likelihoods or {})):
+    check_likelihood_kind(kind)
   return family
