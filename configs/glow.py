@@ -7,7 +7,15 @@ Run:
       --config.sample.temperature=0.7
   python -m genfam.main --config=configs/glow.py:smoke --workdir=/tmp/glow-smoke   # seconds, digits
 
-Reaches: (to be measured)
+Reaches: 3.659 +- 0.009 bits/dim (exact; all 10000 test images x 4
+dequantization draws) after 6000 steps of 32 images (3.2 epochs), 38 minutes of
+training on one core of a 2-core AVX-512 CPU (86 images/s), peak RSS 1.3 GiB:
+  python -m genfam.main --config=configs/glow.py --config.train.num_steps=6000 \
+      --config.train.checkpoint_every=500 --workdir=runs/glow
+It was still improving (mean training-batch bits/dim, raw weights: 4.22 over
+steps 1000-2000, 3.91 over 2000-3000, 3.75 over 5000-6000; the test number
+uses the EMA weights); train longer by rerunning with a larger num_steps (it
+resumes).
 
 Architecture: L = 2 levels (28x28x1 -> squeeze 14x14x4 -> K steps -> split ->
 squeeze 7x7x8 -> K steps), K = 8 steps of actnorm -> LU 1x1 conv -> affine
