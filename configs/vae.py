@@ -8,7 +8,15 @@ Run:
 Reports the ELBO (likelihood kind 'elbo', -ELBO in bits/dim with its
 reconstruction and KL parts) and IWAE-`eval.iwae_k` beside it.
 
-Reaches: (to be measured)
+Reaches (4000 steps of 64 = 4.3 epochs, 49 minutes of training on one core of
+a 2-core AVX-512 CPU at 89 images/s, peak RSS 1.5 GiB):
+  -ELBO     3.353 +- 0.009 bits/dim on all 10000 test images (recon 3.231, KL 0.122)
+  IWAE-1000 3.283 +- 0.041 bits/dim on the first 500 test images
+with
+  python -m genfam.main --config=configs/vae.py --config.eval.extra_num_examples=500 --workdir=runs/vae
+All 32 latent units stay active. Samples (decoder mode) are blotchy: the
+5-component logistic mixture decoder carries most of the likelihood (the KL is
+0.12 of 3.35 bits/dim).
 
 Sizes: the default is chosen to train in ~20-30 minutes on a 2-core CPU. Full
 28x28 resolution holds only the input/output convs at 16 channels (a 3x3 conv
