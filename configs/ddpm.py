@@ -7,7 +7,15 @@ Run:
 Sampling speed (DDPM and DDIM at S = 10 .. 250):
   python -m experiments.diffusion_sampling_speed --workdir=runs/ddpm
 
-Reaches: (to be measured) bits/dim (vlb, full bound) on Fashion-MNIST test.
+Reaches: 3.829 +- 0.109 bits/dim (vlb, the full bound over all T = 1000 terms:
+prior 0.000, L_1..L_999 2.160, L_0 1.665, label 0.004) on the first 50 test
+images, after 2500 steps of 32 images (1.3 epochs; 94 minutes of training on
+one core of a 2-core AVX-512 CPU that was also running tests, 16 images/s),
+peak RSS 1.8 GiB:
+  python -m genfam.main --config=configs/ddpm.py --config.data.batch_size=32 \
+      --config.train.num_steps=2500 --config.eval.num_examples=50 --workdir=runs/ddpm
+A short run leaves the decoder term L_0 large (fixed posterior variances);
+the samples (DDIM, 100 steps) already look like clothes.
 
 The default model is sized for a 2-core CPU and about an hour of training:
 a U-Net 28 -> 14 -> 7 with 32/64/64 channels, one residual block per level,
