@@ -6,7 +6,8 @@ Each step holds three items: 'state' (the family's train state pytree),
 config that made it, JSON). Orbax writes to a temporary directory and renames
 it when complete, so a half-written step is never listed. Restoring takes the
 latest step that reads back whole and falls back to earlier ones when a step
-is corrupt, deleting the corrupt step so that the run saves it again. A
+is corrupt, moving the corrupt step aside (WORKDIR/corrupt_checkpoints) so
+that the run saves it again. A
 checkpoint made by an incompatible config (its meta's structural keys, or the
 shapes and dtypes of its saved state) is refused with a GenfamError naming
 what differs.
@@ -14,6 +15,7 @@ what differs.
 import json
 import logging
 import os
+import time
 
 import jax
 import ml_collections
@@ -72,6 +74,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, config, keep: int = 3):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.aside_directory = os.path.join(os.path.abspath(workdir), "corrupt_checkpoints")
     self.config = config_to_dict(config)
     self.manager = ocp.CheckpointManager(
         self.directory,
@@ -127,7 +130,7 @@ class Checkpointer:
     """-> (state, data_state, meta) of the newest readable step, or None if none.
 
     abstract_state: ShapeDtypeStructs (with shardings) of the train state.
-    A corrupt step is deleted with a warning and an earlier one tried; a step
+    A corrupt step is moved aside with a warning and an earlier one tried; a step
     made by an incompatible config, or holding a state of other shapes, raises.
     """
     steps = self.steps()
@@ -152,14 +155,18 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - its shapes fit, so any read failure means a corrupt step
         self._discard(step, e, failures)
     raise GenfamError(f"no checkpoint in {self.directory} could be read ({'; '.join(failures)}); they "
-                      f"were deleted: train again to start afresh")
+                      f"were moved to {self.aside_directory}: train again to start afresh")
 
   def _discard(self, step: int, error: Exception, failures: list) -> None:
-    """Deletes corrupt step `step` (so the run writes it again), noting why in `failures`."""
+    """Moves unreadable step `step` out of the way, to WORKDIR/corrupt_checkpoints/<step>
+    (nothing is deleted; the run then writes the step again), noting why in `failures`."""
     reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
     failures.append(f"step {step}: {reason}")
-    logging.warning("checkpoint step %d is unreadable (%s); deleting it and trying an earlier one", step, reason)
-    self.manager.delete(step)
+    aside = os.path.join(self.aside_directory, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}")
+    logging.warning("checkpoint step %d is unreadable (%s); moved to %s, trying an earlier one", step, reason, aside)
+    os.makedirs(self.aside_directory, exist_ok=True)
+    os.replace(os.path.join(self.directory, str(step)), aside)
+    self.manager.reload()
 
   def close(self):
     self.manager.close()

@@ -229,7 +229,9 @@ def test_corrupt_latest_checkpoint_is_replaced(tmp_path):
         f.write(b"garbage")
   state, meta = _params(str(tmp_path), config)
   assert meta["step"] == previous
-  assert not (tmp_path / "checkpoints" / str(latest)).exists()  # deleted, so the run saves it again
+  assert not (tmp_path / "checkpoints" / str(latest)).exists()  # moved aside, so the run saves it again
+  aside = list((tmp_path / "corrupt_checkpoints").iterdir())
+  assert [p.name.split(".")[0] for p in aside] == [str(latest)] and (aside[0] / "state").is_dir()  # kept
   train.train_and_evaluate(config, str(tmp_path))
   state, meta = _params(str(tmp_path), config)
   assert meta["step"] == latest and _finite(state)
@@ -250,6 +252,7 @@ def test_half_written_checkpoints_are_ignored(tmp_path):
   assert Checkpointer(str(tmp_path), config).steps() == [2, 4, 10]
   _, meta = _params(str(tmp_path), config)
   assert meta["step"] == 4 and not (root / "10").exists()
+  assert [p.name.split(".")[0] for p in (tmp_path / "corrupt_checkpoints").iterdir()] == ["10"]
   config.train.num_steps = 6
   assert train.train_and_evaluate(config, str(tmp_path))["step"] == 6
   state, meta = _params(str(tmp_path), config)
@@ -315,3 +318,18 @@ def test_batch_not_divisible_by_devices(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1] == (
       "error: batch size 12 does not divide by the 8 devices: set --config.data.batch_size to a multiple of 8")
+
+
+def test_all_checkpoints_corrupt_is_one_clear_error_and_nothing_is_lost(tmp_path):
+  config = load_config("independent")
+  config.train.num_steps, config.train.eval_every = 4, 0
+  train.train_and_evaluate(config, str(tmp_path))
+  steps = Checkpointer(str(tmp_path), config).steps()
+  for step in steps:
+    for root, _, files in os.walk(tmp_path / "checkpoints" / str(step) / "state"):
+      for name in files:
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+  with pytest.raises(GenfamError, match=r"no checkpoint in .* could be read .*moved to .*corrupt_checkpoints"):
+    train.evaluate_workdir(config, str(tmp_path))
+  assert sorted(p.name.split(".")[0] for p in (tmp_path / "corrupt_checkpoints").iterdir()) == sorted(map(str, steps))
