@@ -59,7 +59,13 @@ def read_idx(path: str) -> np.ndarray:
 
 
 class _IdxBuilder(tfds.core.GeneratorBasedBuilder):
-  """Examples from (Fashion-)MNIST's IDX image/label file pairs."""
+  """Examples from (Fashion-)MNIST's IDX image/label file pairs (28x28x1)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=_image_label_features((28, 28, 1)),
+                                 description=self.__doc__)
 
   def _generate_examples(self, images_path: str, labels_path: str):
     """(index, {'image': uint8 [28, 28, 1], 'label': int32})."""
@@ -73,15 +79,9 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder):
 class FashionMnistLocal(_IdxBuilder):
   """Fashion-MNIST (28x28x1, 60k/10k) from local IDX files in `source_dir`."""
 
-  VERSION = tfds.core.Version("1.0.0")
-
   def __init__(self, *, source_dir: str, **kwargs):
     self._source_dir = source_dir
     super().__init__(**kwargs)
-
-  def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=_image_label_features((28, 28, 1)),
-                                 description="Fashion-MNIST read from local IDX files.")
 
   def _split_generators(self, dl_manager):
     return {split: self._generate_examples(*(find_idx_file(self._source_dir, stem) for stem in stems))
@@ -91,12 +91,7 @@ class FashionMnistLocal(_IdxBuilder):
 class _IdxDownload(_IdxBuilder):
   """28x28x1 images and labels from the four gzipped IDX files under URL_BASE."""
 
-  VERSION = tfds.core.Version("1.0.0")
   URL_BASE = ""
-
-  def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=_image_label_features((28, 28, 1)),
-                                 homepage=self.URL_BASE)
 
   def _split_generators(self, dl_manager):
     paths = dl_manager.download({stem: self.URL_BASE + stem + ".gz"
