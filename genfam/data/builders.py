@@ -2,6 +2,10 @@
 
 Features are `Tensor`s of uint8 (not `tfds.features.Image`, whose encoder needs
 TF), so a prepared split is read back by `as_data_source` with random access.
+Each builder's `source_identity(...)` says what makes its data what they are
+(raw file hashes, URLs, the arrays of a library); `genfam.data.sources` names
+the builder config after its hash (`genfam.data.provenance`), so data prepared
+from another source never stand in for these.
 
 - FashionMnistLocal: the four IDX files of Debian's `dataset-fashion-mnist`
   (or any directory holding them).
@@ -18,6 +22,8 @@ import tarfile
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from genfam.data.provenance import array_fingerprint, file_fingerprint
 
 FASHION_MNIST_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                          "sneaker", "bag", "ankle boot")
@@ -83,19 +89,55 @@ class FashionMnistLocal(_IdxBuilder):
     self._source_dir = source_dir
     super().__init__(**kwargs)
 
+  @staticmethod
+  def source_identity(source_dir: str) -> dict:
+    """The four IDX files' names, sizes and SHA-256 (not the directory: a copy reuses the cache)."""
+    return {"builder": "fashion_mnist_local", "files": local_idx_files(source_dir)}
+
   def _split_generators(self, dl_manager):
     return {split: self._generate_examples(*(find_idx_file(self._source_dir, stem) for stem in stems))
             for split, stems in FASHION_MNIST_FILES.items()}
 
 
-class _IdxDownload(_IdxBuilder):
+def local_idx_files(source_dir: str) -> list[dict]:
+  """Fingerprints ({'name', 'bytes', 'sha256'}) of the four (Fashion-)MNIST IDX files in `source_dir`."""
+  return [file_fingerprint(find_idx_file(source_dir, stem))
+          for stems in FASHION_MNIST_FILES.values() for stem in stems]
+
+
+class _Downloaded:
+  """A downloading builder: identified by its URLs; `raw_files` holds the fingerprints
+  of the files it downloaded (empty when the prepared data were reused)."""
+
+  def __init__(self, **kwargs):
+    self.raw_files = []
+    super().__init__(**kwargs)
+
+  @classmethod
+  def urls(cls) -> list[str]:
+    raise NotImplementedError
+
+  @classmethod
+  def source_identity(cls) -> dict:
+    return {"builder": cls.name, "urls": cls.urls()}
+
+  def _fingerprint_downloads(self, paths) -> None:
+    self.raw_files = [file_fingerprint(os.fspath(p)) for p in paths]
+
+
+class _IdxDownload(_Downloaded, _IdxBuilder):
   """28x28x1 images and labels from the four gzipped IDX files under URL_BASE."""
 
   URL_BASE = ""
 
+  @classmethod
+  def urls(cls) -> list[str]:
+    return [cls.URL_BASE + stem + ".gz" for stems in FASHION_MNIST_FILES.values() for stem in stems]
+
   def _split_generators(self, dl_manager):
     paths = dl_manager.download({stem: self.URL_BASE + stem + ".gz"
                                  for stems in FASHION_MNIST_FILES.values() for stem in stems})
+    self._fingerprint_downloads(paths.values())
     return {split: self._generate_examples(*(os.fspath(paths[stem]) for stem in stems))
             for split, stems in FASHION_MNIST_FILES.items()}
 
@@ -126,10 +168,14 @@ def read_cifar10_binary(data: bytes) -> tuple[np.ndarray, np.ndarray]:
   return np.ascontiguousarray(images), records[:, 0].astype(np.int32)
 
 
-class Cifar10Download(tfds.core.GeneratorBasedBuilder):
+class Cifar10Download(_Downloaded, tfds.core.GeneratorBasedBuilder):
   """CIFAR-10 (32x32x3, 50k/10k) from its authors' binary tarball, downloaded."""
 
   VERSION = tfds.core.Version("1.0.0")
+
+  @classmethod
+  def urls(cls) -> list[str]:
+    return [CIFAR10_URL]
 
   def _info(self):
     return tfds.core.DatasetInfo(builder=self, features=_image_label_features((32, 32, 3)),
@@ -137,6 +183,7 @@ class Cifar10Download(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     archive = os.fspath(dl_manager.download(CIFAR10_URL))
+    self._fingerprint_downloads([archive])
     return {split: self._generate_examples(archive, names) for split, names in CIFAR10_FILES.items()}
 
   def _generate_examples(self, archive, names):
@@ -165,13 +212,28 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(builder=self, features=_image_label_features((8, 8, 1)),
                                  description="scikit-learn digits, 17 grey levels.")
 
-  def _split_generators(self, dl_manager):
+  def __init__(self, **kwargs):
+    self.raw_files = []
+    super().__init__(**kwargs)
+
+  @staticmethod
+  def _load():
+    """-> (images uint8 [N, 8, 8, 1], labels int32 [N]) as scikit-learn ships them."""
     from sklearn.datasets import load_digits
     digits = load_digits()
-    order = np.random.RandomState(0).permutation(len(digits.target))
+    return digits.images.astype(np.uint8)[..., None], digits.target.astype(np.int32)
+
+  @classmethod
+  def source_identity(cls) -> dict:
+    """A hash of the arrays scikit-learn returns, with the split's seed and size."""
+    images, labels = cls._load()
+    return {"builder": "digits", "arrays_sha256": array_fingerprint(images, labels), "split_seed": 0,
+            "num_test": DIGITS_NUM_TEST}
+
+  def _split_generators(self, dl_manager):
+    images, labels = self._load()
+    order = np.random.RandomState(0).permutation(len(labels))
     test, train = order[:DIGITS_NUM_TEST], order[DIGITS_NUM_TEST:]
-    images = digits.images.astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int32)
     return {"train": self._generate_examples(images[train], labels[train]),
             "test": self._generate_examples(images[test], labels[test])}
 

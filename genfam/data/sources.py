@@ -7,12 +7,21 @@ allowed. 'digits' is scikit-learn's and always available. 'mnist' and
 'cifar10' are downloaded once (TFDS's download manager, our own builders:
 TFDS's stock builders need TensorFlow to encode their images).
 A dataset that is not on the machine raises one GenfamError saying how to get it.
+
+Prepared data are tied to their source: the builder config is named after a
+fingerprint of the raw files (or URLs), so another source directory, or a file
+changed in place, is prepared again into its own directory, and `load` returns
+the provenance a run writes into its results (`genfam.data.provenance`).
 """
 import contextlib
+import dataclasses
 import fcntl
 import os
+from typing import NamedTuple
 
-from genfam.data import builders
+from absl import logging as absl_logging
+
+from genfam.data import builders, provenance
 from genfam.data.spec import DatasetSpec
 from genfam.errors import GenfamError
 
@@ -75,10 +84,31 @@ def _prepare_lock(data_dir: str):
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _prepared(builder):
-  with _prepare_lock(builder.data_dir_root):
+def _prepared(builder_class, data_dir: str, identity: dict, source: str, **kwargs):
+  """Builds `builder_class` under the builder config named by `identity`'s fingerprint,
+  prepares it once (under the lock) and records its manifest beside the data.
+
+  -> (builder, manifest); the manifest holds the identity, the source it was first
+  prepared from, and the raw files' fingerprints.
+  """
+  key = provenance.fingerprint(identity)
+  # The builder is made under the lock too: it reads the prepared dataset's info when
+  # made, and one made while another process prepares would see empty splits.
+  with _prepare_lock(data_dir):
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns of every custom builder config
+    try:
+      builder = builder_class(data_dir=data_dir, config=_tfds.core.BuilderConfig(name=key),
+                              file_format="array_record", **kwargs)
+    finally:
+      absl_logging.set_verbosity(previous)
     builder.download_and_prepare()
-  return builder
+    manifest = provenance.read_manifest(builder.data_dir)
+    if manifest is None or manifest.get("fingerprint") != key:
+      files = identity.get("files") or getattr(builder, "raw_files", [])
+      manifest = {"fingerprint": key, "identity": identity, "prepared_from": source, "files": files}
+      provenance.write_manifest(builder.data_dir, manifest)
+  return builder, manifest
 
 
 def _missing_fashion_mnist(source_dir: str, why: str = "") -> GenfamError:
@@ -94,22 +124,40 @@ def data_sources(data_config):
 
   data_config: the config's `data` section (name, source_dir, data_dir, allow_download).
   """
+  loaded = load(data_config)
+  return loaded.spec, loaded.sources
+
+
+class Loaded(NamedTuple):
+  """A dataset ready to read: its spec (split sizes as read), sources per split, provenance."""
+  spec: DatasetSpec
+  sources: dict
+  provenance: provenance.Provenance
+
+
+def load(data_config) -> Loaded:
+  """The dataset `data_config` names, prepared from its own source (see `genfam.data.provenance`)."""
   spec = dataset_spec(data_config.name)
   data_dir = data_config.data_dir or default_data_dir()
+  local_dir = fashion_mnist_source_dir(data_config.source_dir) if spec.name == "fashion_mnist" else None
   if spec.name == "digits":
-    builder = _prepared(builders.Digits(data_dir=data_dir, file_format="array_record"))
-  elif spec.name == "fashion_mnist" and fashion_mnist_source_dir(data_config.source_dir):
-    builder = _prepared(builders.FashionMnistLocal(
-        source_dir=fashion_mnist_source_dir(data_config.source_dir), data_dir=data_dir,
-        file_format="array_record"))
+    source = "scikit-learn's load_digits"
+    builder, manifest = _prepared(builders.Digits, data_dir, builders.Digits.source_identity(), source)
+  elif local_dir:
+    source = os.path.realpath(local_dir)
+    builder, manifest = _prepared(builders.FashionMnistLocal, data_dir,
+                                  builders.FashionMnistLocal.source_identity(local_dir), source,
+                                  source_dir=local_dir)
   else:
     if spec.name == "fashion_mnist" and (data_config.source_dir or not data_config.allow_download):
       raise _missing_fashion_mnist(data_config.source_dir)
     if not data_config.allow_download:
       raise GenfamError(f"dataset {spec.name!r} needs a download and config.data.allow_download is "
                         f"False: set --config.data.allow_download=True on a machine with network")
+    builder_class = _DOWNLOADED[spec.name]
+    source = " ".join(builder_class.urls())
     try:
-      builder = _prepared(_DOWNLOADED[spec.name](data_dir=data_dir, file_format="array_record"))
+      builder, manifest = _prepared(builder_class, data_dir, builder_class.source_identity(), source)
     except Exception as e:  # network or TFDS failure: one line, with the ways out
       first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
       if spec.name == "fashion_mnist":
@@ -117,4 +165,9 @@ def data_sources(data_config):
       raise GenfamError(f"dataset {spec.name!r} could not be downloaded ({first_line}): it needs network "
                         f"once; or use 'fashion_mnist' (Debian's dataset-fashion-mnist) or 'digits'") from None
   from genfam.data.pipeline import in_memory
-  return spec, {split: in_memory(builder.as_data_source(split=split)) for split in ("train", "test")}
+  splits = {split: in_memory(builder.as_data_source(split=split)) for split in ("train", "test")}
+  spec = dataclasses.replace(spec, num_train=len(splits["train"]), num_test=len(splits["test"]))
+  origin = provenance.Provenance(
+      dataset=spec.name, source=source, fingerprint=manifest["fingerprint"], files=tuple(manifest["files"]),
+      prepared_dir=os.fspath(builder.data_dir), num_train=spec.num_train, num_test=spec.num_test)
+  return Loaded(spec, splits, origin)
