@@ -23,6 +23,7 @@ setup(
         "tensorboardX",
         "matplotlib",
         "scikit-learn",
+        "optuna>=4.5",  # experiments.sweep's distributed mode (RDB storage, heartbeats, retries)
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"],
