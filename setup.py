@@ -23,9 +23,11 @@ setup(
         "tensorboardX",
         "matplotlib",
         "scikit-learn",
+        "blackjax>=1.2",  # HMC transitions of the GAN's AIS likelihood (genfam.ais)
         "optuna>=4.5",  # experiments.sweep's distributed mode (RDB storage, heartbeats, retries)
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel",
+                 "psycopg2-binary"],  # the sweep test on a local PostgreSQL server
     },
 )

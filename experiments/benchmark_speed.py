@@ -6,7 +6,8 @@
 For each config it builds the run exactly as the loop does (`genfam.train.Run`),
 jits the loop's own guarded update step, and times `--steps` steps after two
 warm-up (compiling) steps. The model's FLOPs per step come from XLA's cost
-analysis of the compiled step; achieved FLOP/s = FLOPs/step * steps/s. In the
+analysis of the compiled step; achieved FLOP/s = FLOPs/step * steps/s;
+tokens/s = images/s * D (pixels per image: the image-GPT's sequence positions). In the
 same process it times an fp32 matmul (N x N @ N x N, 2 N^3 FLOPs) to give the
 machine's attainable rate, and reports achieved / matmul as a fraction.
 Prints a markdown table and writes JSON.
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 
 from genfam import config_files, sharding, train
 
-DEFAULT_CONFIGS = ("glow", "realnvp", "vae", "ddpm")
+DEFAULT_CONFIGS = ("glow", "realnvp", "vae", "ddpm", "igpt", "gan")
 
 
 def matmul_flops_per_s(n: int = 2048, reps: int = 10) -> float:
@@ -59,8 +60,10 @@ def train_step_speed(config, steps: int) -> dict:
       state, metrics, _ = step_fn(state, batches[0], jax.random.fold_in(run.train_key, i + 2))
     jax.block_until_ready(state)
     seconds = (time.perf_counter() - start) / steps
+    num_dims = run.spec.num_dims
   batch = config.data.batch_size
   return {"batch_size": batch, "seconds_per_step": seconds, "images_per_s": batch / seconds,
+          "tokens_per_s": batch * num_dims / seconds,
           "flops_per_step": flops, "flops_per_s": flops / seconds}
 
 
@@ -84,10 +87,11 @@ def main():
     json.dump(result, f, indent=2)
   print(f"fp32 matmul (2048^3, XLA, {jax.device_count()} device(s) {jax.devices()[0].platform}): "
         f"{peak / 1e9:.1f} GFLOP/s")
-  print("| config | batch | images/s | GFLOP/step | achieved GFLOP/s | fraction of matmul |")
-  print("|---|---|---|---|---|---|")
+  print("| config | batch | images/s | tokens/s | GFLOP/step | achieved GFLOP/s | fraction of matmul |")
+  print("|---|---|---|---|---|---|---|")
   for name, r in rows.items():
-    print(f"| {name} | {r['batch_size']} | {r['images_per_s']:.1f} | {r['flops_per_step'] / 1e9:.2f} | "
+    print(f"| {name} | {r['batch_size']} | {r['images_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+          f"{r['flops_per_step'] / 1e9:.2f} | "
           f"{r['flops_per_s'] / 1e9:.1f} | {r['fraction_of_matmul']:.1%} |")
 
 

@@ -170,11 +170,20 @@ def work(args) -> int:
     trial.set_user_attr("command", "python -m genfam.main " + " ".join(cmd[3:]))
     print(f"[worker {os.getpid()}] trial {trial.number}: {name}", flush=True)
     proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
-    previous = signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    preempted = []
+
+    def forward(signum, frame):  # preemption: the run checkpoints and stops; so does the worker
+      preempted.append(signum)
+      proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
       code = proc.wait()
     finally:
       signal.signal(signal.SIGTERM, previous)
+    if preempted:  # leave the trial RUNNING: its heartbeats stop, it goes stale and is retried elsewhere
+      print(f"[worker {os.getpid()}] preempted during trial {trial.number}; it will be retried", flush=True)
+      os._exit(128 + signal.SIGTERM)
     if code != 0:
       raise TrialFailed(f"{name}: genfam.main exited with {code}")
     r = row(name, spec["workdir"], cmd, args.cores)
@@ -231,7 +240,8 @@ def main(argv=None):
   parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,key=value")
   parser.add_argument("--cores", type=float, default=float(os.cpu_count() or 1),
                       help="CPU cores a run uses (for CPU-hours)")
-  parser.add_argument("--storage", help="Optuna RDB URL: sqlite:///sweep.db or postgresql://user@host/db")
+  parser.add_argument("--storage", help="Optuna RDB URL: sqlite:///sweep.db or "
+                      "postgresql+psycopg2://user@host/db")
   parser.add_argument("--study", default="genfam-sweep")
   parser.add_argument("--max-trials", type=int, default=0, help="worker: stop after this many trials (0: no limit)")
   parser.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a worker's heartbeats")

@@ -164,8 +164,12 @@ class Checkpointer:
     failures.append(f"step {step}: {reason}")
     aside = os.path.join(self.aside_directory, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}")
     logging.warning("checkpoint step %d is unreadable (%s); moved to %s, trying an earlier one", step, reason, aside)
-    os.makedirs(self.aside_directory, exist_ok=True)
-    os.replace(os.path.join(self.directory, str(step)), aside)
+    if jax.process_index() == 0:  # one process moves it; all wait for the move before listing again
+      os.makedirs(self.aside_directory, exist_ok=True)
+      os.replace(os.path.join(self.directory, str(step)), aside)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"genfam-discard-{step}")
     self.manager.reload()
 
   def close(self):

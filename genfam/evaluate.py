@@ -7,6 +7,15 @@ every family's `log_likelihood` already returns per-example bits/dim through
 independent draws of the family's noise (dequantization, posterior samples,
 timesteps) and then over the test examples; the standard error is that of the
 test mean over examples.
+
+A model that is not generative (the domain classifier, the contrastive
+encoders) reports its own per-example test metrics instead (`metrics_report`,
+kind 'metrics'): accuracies and recalls averaged over the same test examples
+in the same way, with standard errors and chance levels. Metrics that compare
+an example with others (retrieval recall@k) compare it within its evaluation
+batch: each (global) batch of eval.batch_size test examples is a gallery (the
+last one smaller: its padding rows are masked out), so their chance level is
+about k / gallery size, computed per example and reported beside them.
 """
 import math
 import time
@@ -16,21 +25,24 @@ import numpy as np
 
 from genfam import sharding
 from genfam.data import pipeline
+from genfam.family import METRICS_KIND
 
 
 def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int, batch_size: int,
-                      num_examples: int = 0, num_draws: int = 1) -> dict:
+                      num_examples: int = 0, num_draws: int = 1, conditional_on: str = "") -> dict:
   """Mean per-example bits/dim of `fn` over the test split, with its parts.
 
   fn(params, batch, rng) -> {name: [B] bits/dim} with 'bpd' the total.
-  Returns {'kind', 'bpd', 'bpd_stderr', <part>: mean, 'num_examples',
-  'num_draws', 'num_bins', 'seconds'}.
+  Returns {'kind', 'conditional_on', 'bpd', 'bpd_stderr', <part>: mean,
+  'num_examples', 'num_draws', 'num_bins', 'seconds'}; 'conditional_on' is
+  None for -log p(x), else what the likelihood is conditioned on ('label', 'caption').
   """
   start = time.time()
   jitted = jax.jit(fn)
   sums, count, per_example_total = {}, 0, []
   for i, (batch, mask) in enumerate(pipeline.eval_batches(source, batch_size, num_examples)):
     batch = sharding.shard_batch(batch, mesh)
+    mask = sharding.global_rows(mask, mesh)  # every process's rows, as the gathered values are
     draws = []
     for d in range(num_draws):
       parts = jitted(params, batch, jax.random.fold_in(jax.random.fold_in(rng, i), d))
@@ -41,39 +53,113 @@ def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int
     per_example_total.append(mean["bpd"])
     count += int(mask.sum())
   totals = np.concatenate(per_example_total).astype(np.float64)
-  report = {"kind": kind, "bpd": float(totals.mean()),
+  report = {"kind": kind, "conditional_on": conditional_on or None, "bpd": float(totals.mean()),
             "bpd_stderr": float(totals.std(ddof=1) / math.sqrt(len(totals))) if len(totals) > 1 else float("nan")}
   report.update({k: v / count for k, v in sums.items() if k != "bpd"})
   report.update(num_examples=count, num_draws=num_draws, num_bins=num_bins, seconds=time.time() - start)
   return report
 
 
+def metrics_report(fn, params, source, rng, mesh, *, headline: str, batch_size: int,
+                   num_examples: int = 0, num_draws: int = 1) -> dict:
+  """Mean per-example test metrics of `fn` over the test split, with standard errors.
+
+  fn(params, batch, rng) -> {name: [B] float}; the batch carries 'mask' bool
+  [B] (False on padding rows) beside the data, and its real rows are one
+  gallery for metrics that compare examples with each other.
+  Returns {'kind': 'metrics', 'headline', <name>: mean, <name>_stderr, ...,
+  'num_examples', 'num_draws', 'gallery_size', 'seconds'}, the headline metric
+  first; a '<name>_chance' metric (a chance level) gets no standard error.
+  """
+  start = time.time()
+  jitted = jax.jit(fn)
+  values, count = {}, 0
+  for i, (batch, mask) in enumerate(pipeline.eval_batches(source, batch_size, num_examples)):
+    batch = sharding.shard_batch(dict(batch, mask=mask), mesh)
+    mask = sharding.global_rows(mask, mesh)
+    draws = []
+    for d in range(num_draws):
+      out = jitted(params, batch, jax.random.fold_in(jax.random.fold_in(rng, i), d))
+      draws.append({k: sharding.to_host(v) for k, v in out.items()})
+    for k in draws[0]:
+      values.setdefault(k, []).append(np.mean([dr[k] for dr in draws], axis=0)[mask].astype(np.float64))
+    count += int(mask.sum())
+  if headline not in values:
+    raise ValueError(f"the headline metric {headline!r} is not among the test metrics {sorted(values)}")
+  report = {"kind": METRICS_KIND, "headline": headline}
+  for k in [headline] + sorted(k for k in values if k != headline):
+    v = np.concatenate(values[k])
+    report[k] = float(v.mean())
+    if not k.endswith("_chance"):
+      report[f"{k}_stderr"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+  report.update(num_examples=count, num_draws=num_draws, gallery_size=batch_size, seconds=time.time() - start)
+  return report
+
+
+def headline(report: dict) -> tuple[str, float]:
+  """(name, value) a report leads with: 'bpd' of a likelihood, the headline metric of a metrics report."""
+  name = report.get("headline", "bpd")
+  return name, report[name]
+
+
 def evaluate_family(family, params, source, rng, mesh, *, num_bins: int, batch_size: int,
                     num_examples: int = 0, num_draws: int = 1, extras: bool = True,
                     extra_num_examples: int = 0) -> dict:
-  """{kind: report} for the family's main likelihood and (if extras) its extra ones.
+  """{kind: report} for the family's main likelihood and (if extras) its extra
+  ones, then its test metrics (kind 'metrics') if it has them.
 
   The extra bounds (e.g. a VAE's IWAE-1000, 1000 decoder passes per image) run
   on the first `extra_num_examples` test examples (0: as many as the main one);
-  each report states its own example count.
+  each report states its own example count. The first report is the one the
+  loop shows during training.
   """
-  reports = {family.likelihood_kind: likelihood_report(
-      family.log_likelihood, params, source, rng, mesh, kind=family.likelihood_kind, num_bins=num_bins,
-      batch_size=batch_size, num_examples=num_examples, num_draws=num_draws)}
-  if extras and family.extra_likelihoods:
+  reports = {}
+  if family.log_likelihood is not None:
+    reports[family.likelihood_kind] = likelihood_report(
+        family.log_likelihood, params, source, rng, mesh, kind=family.likelihood_kind, num_bins=num_bins,
+        batch_size=batch_size, num_examples=num_examples, num_draws=num_draws,
+        conditional_on=family.likelihood_condition)
+  if family.log_likelihood is not None and extras and family.extra_likelihoods:
     for j, (kind, fn) in enumerate(family.extra_likelihoods.items()):
       reports[kind] = likelihood_report(fn, params, source, jax.random.fold_in(rng, j + 1), mesh, kind=kind,
                                         num_bins=num_bins, batch_size=batch_size,
-                                        num_examples=extra_num_examples or num_examples, num_draws=num_draws)
+                                        num_examples=extra_num_examples or num_examples, num_draws=num_draws,
+                                        conditional_on=family.likelihood_condition)
+  if family.test_metrics is not None:
+    reports[METRICS_KIND] = metrics_report(
+        family.test_metrics, params, source, jax.random.fold_in(rng, 2**20), mesh,
+        headline=family.headline_metric, batch_size=batch_size, num_examples=num_examples, num_draws=num_draws)
   return reports
 
 
 def describe(reports: dict) -> str:
-  """One line per report: '<kind>: 3.412 ± 0.004 bits/dim (10000 test examples, 256 bins, 2 draws)'."""
+  """One line per report: 'test <kind>: 3.412 ± 0.004 bits/dim (10000 examples, 2 draws, 256 bins ...)',
+  with ', conditional on <what>: -log p(x | <what>)' after the kind for a conditional likelihood;
+  a metrics report gives one line per metric (`describe_metrics`)."""
   lines = []
   for kind, r in reports.items():
+    if kind == METRICS_KIND:
+      lines.extend(describe_metrics(r))
+      continue
     parts = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k.endswith("_bpd"))
     bins = f"{r['num_bins']} bins per pixel" + ("" if r["num_bins"] == 256 else f": bits/dim uses log2({r['num_bins']})")
-    lines.append(f"test {kind}: {r['bpd']:.4f} ± {r['bpd_stderr']:.4f} bits/dim "
+    cond = r.get("conditional_on")
+    cond = f", conditional on {cond}: -log p(x | {cond})" if cond else ""
+    lines.append(f"test {kind}{cond}: {r['bpd']:.4f} ± {r['bpd_stderr']:.4f} bits/dim "
                  f"({r['num_examples']} examples, {r['num_draws']} draws, {bins})" + (f" [{parts}]" if parts else ""))
   return "\n".join(lines)
+
+
+def describe_metrics(r: dict) -> list[str]:
+  """A header line, then one line per metric of a metrics report, the headline first:
+  'test metrics: 10000 examples, 1 draws, galleries (evaluation batches) of 250'
+  'test class_accuracy: 0.9123 ± 0.0028 (chance 0.1000)'."""
+  lines = [f"test metrics: {r['num_examples']} examples, {r['num_draws']} draws, "
+           f"galleries (evaluation batches) of {r['gallery_size']}"]
+  for name, value in r.items():
+    if name in ("kind", "headline", "num_examples", "num_draws", "gallery_size", "seconds") or (
+        name.endswith("_stderr") or name.endswith("_chance")):
+      continue
+    chance = f" (chance {r[name + '_chance']:.4f})" if f"{name}_chance" in r else ""
+    lines.append(f"test {name}: {value:.4f} ± {r.get(name + '_stderr', float('nan')):.4f}{chance}")
+  return lines

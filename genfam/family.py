@@ -1,14 +1,24 @@
-"""The family contract: what every generative family gives the loop.
+"""The family contract: what every model trained by the loop gives it.
 
 A family is built once from its config by `make(config) -> Family` (see
 `genfam.registry`); everything it returns is a pure function of pytrees, so
 the loop can jit, shard, checkpoint and average it without knowing the model.
 A family never touches devices, checkpoints or files.
 
+Generative families report a test log-likelihood (`log_likelihood`, bits/dim).
+The models the evaluation needs but that are not generative (the domain
+classifier, the contrastive text and image encoders) train through the same
+loop and report their own test metrics (`test_metrics`: accuracy, recall) in
+the same place; they have no likelihood (`log_likelihood=None`) and no sampler
+(`sample=None`: the loop draws no sample grid). Either kind may offer pure
+functions of its parameters to other models (`exports`, restored by
+`genfam.frozen.load_frozen`).
+
 Batches are dicts of arrays:
-  image   uint8 [B, H, W, C]   values in {0 .. num_bins-1}
-  label   int32 [B]
-  (caption int32 [B, L] once the data carries captions)
+  image      uint8 [B, H, W, C]   values in {0 .. num_bins-1}
+  label      int32 [B]
+  caption    int32 [B, L]         token ids, right-padded with 0
+  attributes int32 [B, A]         the value index of each measured attribute
 """
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
@@ -19,22 +29,28 @@ Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
 
 # The kinds of log-likelihood a family may report (DESIGN.md).
-LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>" and "vlb-sampled-<k>t"
+LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>", "vlb-sampled-<k>t", "vlb-continuous-<k>t"
+_SAMPLED_T_KINDS = ("vlb-sampled-", "vlb-continuous-")
 
 
 def check_likelihood_kind(kind: str) -> str:
   """`kind` if it names a likelihood of DESIGN.md: exact, elbo, vlb, ais, the
-  importance-weighted bound 'iwae-<k>', or 'vlb-sampled-<k>t' (an unbiased
-  estimate of the vlb from k sampled timesteps per example)."""
-  if kind in LIKELIHOOD_KINDS or (kind.startswith("iwae-") and kind[5:].isdigit()) or (
-      kind.startswith("vlb-sampled-") and kind.endswith("t") and kind[12:-1].isdigit()):
+  importance-weighted bound 'iwae-<k>', 'vlb-sampled-<k>t' (an unbiased
+  estimate of the vlb from k sampled timesteps per example) or
+  'vlb-continuous-<k>t' (an unbiased estimate, from k sampled t per example, of
+  the continuous-time bound of a variational diffusion model)."""
+  if kind in LIKELIHOOD_KINDS or (kind.startswith("iwae-") and kind[5:].isdigit()) or any(
+      kind.startswith(p) and kind.endswith("t") and kind[len(p):-1].isdigit() for p in _SAMPLED_T_KINDS):
     return kind
-  raise ValueError(f"unknown likelihood kind {kind!r}; use one of {LIKELIHOOD_KINDS}, 'iwae-<k>' "
-                   f"or 'vlb-sampled-<k>t'")
+  raise ValueError(f"unknown likelihood kind {kind!r}; use one of {LIKELIHOOD_KINDS}, 'iwae-<k>', "
+                   f"'vlb-sampled-<k>t' or 'vlb-continuous-<k>t'")
 
 
 class Family(NamedTuple):
   """The small set of pure functions every family exposes.
+
+  A family has `log_likelihood`, `test_metrics`, or both; the evaluation
+  reports each it has (`genfam.evaluate.evaluate_family`).
 
   init(rng, batch) -> state
       The train state pytree: params, optimizer state(s), model state, EMA.
@@ -48,23 +64,63 @@ class Family(NamedTuple):
       The parameters evaluation and sampling use (EMA weights where kept).
   log_likelihood(params, batch, rng) -> {name: [B] float bits/dim}
       Per-example parts in bits/dim; key 'bpd' is the total (the reported
-      number, lower is better), other keys are its labelled parts.
+      number, lower is better), other keys are its labelled parts. None for a
+      model that is not generative.
   likelihood_kind: str
-      What 'bpd' is: 'exact', 'elbo', 'iwae-<k>', 'vlb' or 'ais'.
+      What 'bpd' is: 'exact', 'elbo', 'iwae-<k>', 'vlb' or 'ais' ('' without
+      a log_likelihood).
   sample(params, rng, num, condition=None) -> uint8 [num, H, W, C]
       Samples; `condition` is int32 labels [num] (or caption tokens) for
       families that support conditioning, else ignored. Sampling options
       (temperature, sampler, steps, guidance) come from the family's config.
+      None for a model that draws no samples: the loop then draws no grid and
+      --mode=sample refuses it.
   extra_likelihoods: {kind: fn(params, batch, rng) -> {name: [B]}}
       Further bounds the evaluation reports beside the main one (e.g. a VAE's
       'iwae-1000' beside its 'elbo'); optional.
+  likelihood_condition: str
+      What every likelihood of the family is conditioned on: '' for none
+      (-log p(x)), 'label' (-log p(x | label)) or 'caption' (-log p(x | caption)).
+      Each report carries it as 'conditional_on' and the printed line says it,
+      so a conditional number is never compared silently with an unconditional
+      one. (A label mixture such as DDPM's sum_y p(x | y) / C is unconditional.)
+  test_metrics(params, batch, rng) -> {name: [B] float}
+      Per-example test metrics of a model (1.0 / 0.0 for a hit / miss, or any
+      per-example number); the evaluation averages them over the test split
+      with standard errors, as it averages bits/dim, and reports them as one
+      report of kind 'metrics'. An evaluation batch also carries 'mask' bool
+      [B]: False on the rows that pad the last batch, whose values are dropped.
+      Metrics that compare an example with others (retrieval recall@k) compare
+      it within its evaluation batch, a gallery of eval.batch_size test
+      examples; they must leave masked rows out of the gallery. A metric
+      '<name>_chance' beside '<name>' is its chance level (per example, so a
+      smaller last gallery is counted right), printed beside it. Optional.
+  headline_metric: str
+      The key of test_metrics the progress bar, the summary line and the
+      results table lead with (higher is better); required with test_metrics.
+  exports: {name: fn(params, ...) -> array}
+      Pure functions of eval_params(state) the model offers to other models
+      and evaluations: a classifier's penultimate 'features', the contrastive
+      encoders' 'encode_text' / 'encode_image'. The loop never calls them;
+      `genfam.frozen.load_frozen` restores a trained workdir and returns them.
+      Optional.
   """
 
   name: str
   init: Callable[[jax.Array, Batch], PyTree]
   update: Callable[[PyTree, Batch, jax.Array], tuple[PyTree, Metrics]]
   eval_params: Callable[[PyTree], PyTree]
-  log_likelihood: Callable[[PyTree, Batch, jax.Array], Mapping[str, jax.Array]]
+  log_likelihood: Optional[Callable[[PyTree, Batch, jax.Array], Mapping[str, jax.Array]]]
   likelihood_kind: str
-  sample: Callable[..., jax.Array]
+  sample: Optional[Callable[..., jax.Array]]
   extra_likelihoods: Optional[Mapping[str, Callable[..., Mapping[str, jax.Array]]]] = None
+  likelihood_condition: str = ""
+  test_metrics: Optional[Callable[[PyTree, Batch, jax.Array], Mapping[str, jax.Array]]] = None
+  headline_metric: str = ""
+  exports: Optional[Mapping[str, Callable[..., Any]]] = None
+
+
+LIKELIHOOD_CONDITIONS = ("", "label", "caption")
+
+# The report kind of a family's test_metrics, beside its likelihood kinds.
+METRICS_KIND = "metrics"

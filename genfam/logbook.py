@@ -18,10 +18,15 @@ class Logbook:
   scalars as scalars, 1-D arrays (e.g. a KL per latent dimension) as lists
   and histograms."""
 
-  def __init__(self, workdir: str, resume_step: int = 0):
+  def __init__(self, workdir: str, resume_step: int = 0, primary: bool = True):
     """Opens WORKDIR's logs for a run at `resume_step` (0: a fresh start), dropping
-    what an earlier session wrote after that step, in both logs."""
+    what an earlier session wrote after that step, in both logs. With `primary`
+    False (every process of a multi-process run but process 0) nothing is written:
+    `write` only returns the row."""
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.primary, self.tb = primary, None
+    if not primary:
+      return
     os.makedirs(workdir, exist_ok=True)
     truncate_after(self.path, resume_step)
     from tensorboardX import SummaryWriter
@@ -40,18 +45,20 @@ class Logbook:
         raise ValueError(f"metric {k!r} has shape {v.shape}: log scalars or 1-D arrays")
       if v.ndim == 1:
         row[k] = [_scalar(x) for x in v]
-        if v.size and np.isfinite(v).all():
+        if self.primary and v.size and np.isfinite(v).all():
           self.tb.add_histogram(f"{split}/{k}", v.astype(np.float64), step)
         continue
       row[k] = _scalar(v)
-      if isinstance(row[k], float):
+      if self.primary and isinstance(row[k], float):
         self.tb.add_scalar(f"{split}/{k}", row[k], step)
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    if self.primary:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(row) + "\n")
     return row
 
   def close(self):
-    self.tb.close()
+    if self.tb is not None:
+      self.tb.close()
 
 
 def truncate_after(path: str, step: int) -> None:

@@ -6,7 +6,9 @@
 Intentionally short: the work is in `genfam.train`.
 """
 import difflib
+import errno
 import os
+import signal
 import sys
 
 from absl import app, flags
@@ -15,12 +17,28 @@ from ml_collections import config_flags
 
 from genfam import config_files
 from genfam.errors import GenfamError
+from genfam.workdir import Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py[:variant]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>[_<variant>]).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do with the workdir.")
 _OUT = flags.DEFINE_string("out", "", "--mode=sample: where to write the PNG (default: in the workdir).")
+_CAPTION = flags.DEFINE_string(
+    "caption", None, "--mode=sample: a sentence every sample is conditioned on (families conditioned on captions; "
+    "words from the caption vocabulary, unknown words are reported).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process run: HOST:PORT of process 0's coordinator (or "
+    "$JAX_COORDINATOR_ADDRESS); every process gets the same value.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes in all.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index, 0..N-1.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process run that JAX detects itself (TPU pod slice, SLURM, Open MPI).")
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Seconds to wait for every process of a multi-process run to join.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a run with changed config keys beyond the step count, cadences, "
+    "evaluation and sampling (the change and its step are recorded in WORKDIR/config_history.jsonl).")
 
 
 def default_workdir(config_arg: str) -> str:
@@ -29,21 +47,63 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join("runs", name + (f"_{variant}" if variant else ""))
 
 
+def join_processes() -> None:
+  """jax.distributed.initialize from the flags, the standard environment or auto-detection;
+  a process that cannot join within --distributed_timeout gets one line, not a hang."""
+  address = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not (address or _NUM_PROCESSES.value or _DISTRIBUTED.value):
+    return
+  if address and _PROCESS_ID.value:  # XLA aborts the process when it cannot connect: look first
+    _wait_for_coordinator(address, _DISTRIBUTED_TIMEOUT.value)
+  import jax
+  try:
+    jax.distributed.initialize(coordinator_address=address, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value, initialization_timeout=_DISTRIBUTED_TIMEOUT.value)
+  except Exception as e:  # noqa: BLE001 - JAX raises several kinds; one line with the fix
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise GenfamError(f"process {_PROCESS_ID.value} of {_NUM_PROCESSES.value} could not join the multi-process "
+                      f"run at {address} within {_DISTRIBUTED_TIMEOUT.value} s ({first}): start every process "
+                      f"with the same --coordinator_address and --num_processes, and check that process 0 "
+                      f"runs and its address is reachable") from None
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+  """Waits until HOST:PORT accepts a TCP connection; a one-line GenfamError after `timeout` s."""
+  import socket
+  import time
+  host, _, port = address.rpartition(":")
+  deadline = time.time() + timeout
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+        return
+    except (OSError, ValueError) as e:
+      if time.time() >= deadline:
+        raise GenfamError(f"process {_PROCESS_ID.value} of {_NUM_PROCESSES.value} could not join the multi-process "
+                          f"run at {address} within {timeout} s ({e}): start process 0 first (or with it), give "
+                          f"every process the same --coordinator_address and --num_processes, and check that the "
+                          f"address is reachable from here") from None
+      time.sleep(0.5)
+
+
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+  join_processes()
+  import jax
   from genfam import train
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "commands.txt"), "a") as f:  # every invocation, for the results table
-    f.write(" ".join(["python -m genfam.main", *sys.argv[1:]]) + "\n")
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "commands.txt"), "a") as f:  # every invocation, for the results table
+      f.write(" ".join(["python -m genfam.main", *sys.argv[1:]]) + "\n")
   if _MODE.value == "train":
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   elif _MODE.value == "eval":
     train.evaluate_workdir(config, workdir)
   else:
-    train.sample_workdir(config, workdir, _OUT.value)
+    train.sample_workdir(config, workdir, _OUT.value, caption=_CAPTION.value)
 
 
 def _config_key_error(argv) -> str | None:
@@ -51,29 +111,59 @@ def _config_key_error(argv) -> str | None:
   config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if config_arg is None:
     return None
+  path, _, variant = config_arg.partition(":")
+  if not os.path.isfile(path):
+    found = sorted(os.listdir("configs")) if os.path.isdir("configs") else []
+    return (f"config file {path!r} does not exist: give --config=configs/<name>.py"
+            + (f" (here: {', '.join(f[:-3] for f in found if f.endswith('.py'))})" if found else ""))
   try:
-    path, _, variant = config_arg.partition(":")
     config = config_files.load(path, variant)
   except Exception:  # noqa: BLE001 - absl reports a bad config file itself
     return None
-  known = set(_flat_keys(config))
+  known = dict(_flat_keys(config))
   for arg in argv:
     if arg.startswith("--config.") and "=" in arg:
-      key = arg[len("--config."):].split("=", 1)[0]
+      key, value = arg[len("--config."):].split("=", 1)
       if key not in known:
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean --config.{close[0]}?" if close else "see the config file for its keys"
         return f"unknown config key {key!r}: {hint}"
+      problem = _type_error(key, value, known[key])
+      if problem:
+        return problem
   return None
 
 
+def _type_error(key: str, text: str, default) -> str | None:
+  """A one-line error if `text` does not parse as the type of the key's default value."""
+  kinds = {bool: ("true or false", lambda t: t.lower() in ("true", "false", "1", "0")),
+           int: ("an integer", lambda t: t.lstrip("+-").isdigit()),
+           float: ("a number", lambda t: _is_float(t))}
+  for kind, (name, ok) in kinds.items():
+    if type(default) is kind:
+      return None if ok(text.strip()) else f"--config.{key}={text!r} is not {name}: give {name}"
+  return None
+
+
+def _is_float(text: str) -> bool:
+  try:
+    float(text)
+    return True
+  except ValueError:
+    return False
+
+
 def _flat_keys(config, prefix=""):
+  """(dotted key, value) of every leaf of `config`."""
   for key, value in config.items():
     name = prefix + key
     if hasattr(value, "items"):
       yield from _flat_keys(value, name + ".")
     else:
-      yield name
+      yield name, value
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def run():
@@ -86,6 +176,16 @@ def run():
   except GenfamError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except OSError as e:
+    if e.errno not in _WRITE_ERRNOS:
+      raise
+    print(f"error: cannot write {e.filename or 'to the workdir'}: {e.strerror}; the last good checkpoint is "
+          f"kept: free space or make the workdir writable (or use another --workdir) and rerun the same command",
+          file=sys.stderr)
+    sys.exit(2)
+  except Preempted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(128 + signal.SIGTERM)  # what a process killed by SIGTERM reports; the run is resumable
 
 
 if __name__ == "__main__":

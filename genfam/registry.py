@@ -6,7 +6,7 @@ Adding a family means one module, one line here, and one config.
 import importlib
 
 from genfam.errors import GenfamError
-from genfam.family import Family, check_likelihood_kind
+from genfam.family import LIKELIHOOD_CONDITIONS, Family, check_likelihood_kind
 
 _FAMILIES: dict[str, str] = {}
 
@@ -21,6 +21,11 @@ register("independent", "genfam.families.independent")
 register("flow", "genfam.families.flow")
 register("vae", "genfam.families.vae")
 register("diffusion", "genfam.families.diffusion")
+register("vdm", "genfam.families.vdm")
+register("classifier", "genfam.families.classifier")
+register("clip", "genfam.families.clip")
+register("igpt", "genfam.families.igpt")
+register("gan", "genfam.families.gan")
 
 
 def names() -> tuple[str, ...]:
@@ -33,6 +38,14 @@ def make_family(config, spec) -> Family:
   if name not in _FAMILIES:
     raise GenfamError(f"unknown family {name!r} in config.family; known families: {', '.join(names())}")
   family = importlib.import_module(_FAMILIES[name]).make(config, spec)
-  for kind in (family.likelihood_kind, *(family.extra_likelihoods or {})):
-    check_likelihood_kind(kind)
+  if family.log_likelihood is None and family.test_metrics is None:
+    raise ValueError(f"family {name!r} reports nothing: give it a log_likelihood, test_metrics, or both")
+  if family.log_likelihood is not None:
+    for kind in (family.likelihood_kind, *(family.extra_likelihoods or {})):
+      check_likelihood_kind(kind)
+  if family.test_metrics is not None and not family.headline_metric:
+    raise ValueError(f"family {name!r} has test_metrics but no headline_metric: name the metric it leads with")
+  if family.likelihood_condition not in LIKELIHOOD_CONDITIONS:
+    raise ValueError(f"family {name!r} conditions its likelihood on {family.likelihood_condition!r}; "
+                     f"use one of {LIKELIHOOD_CONDITIONS}")
   return family

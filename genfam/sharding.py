@@ -36,3 +36,11 @@ def to_host(x) -> np.ndarray:
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
+
+
+def global_rows(local: np.ndarray, mesh) -> np.ndarray:
+  """This process's rows of a batch-shaped array -> the global batch's rows, on every
+  process (as `to_host` returns a sharded result); the identity on one process."""
+  if jax.process_count() == 1:
+    return np.asarray(local)
+  return to_host(jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local)))

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam import cadence, evaluate, images, registry, sharding
-from genfam.checkpointing import Checkpointer
+from genfam import cadence, config_checks, evaluate, images, registry, sharding
+from genfam import workdir as workdir_guard
+from genfam.checkpointing import Checkpointer, config_to_dict
 from genfam.data import pipeline, sources
 from genfam.errors import GenfamError
 from genfam.logbook import Logbook, progress_bar
@@ -30,8 +31,11 @@ class Run:
   """What a run needs before its first step: data, family, mesh, keys, state shapes."""
 
   def __init__(self, config, workdir: str):
+    config_checks.check(config)
     self.config, self.workdir = config, workdir
-    self.spec, self.sources = sources.data_sources(config.data)
+    loaded = sources.load(config.data)
+    self.spec, self.sources, self.provenance = loaded.spec, loaded.sources, loaded.provenance
+    print(self.provenance.describe(), flush=True)
     self.family = registry.make_family(config, self.spec)
     self.mesh = sharding.data_mesh()
     self.loader = pipeline.train_loader(self.sources["train"], config.data.batch_size, config.seed)
@@ -71,17 +75,34 @@ class Run:
         num_bins=self.spec.num_bins, batch_size=c.batch_size, num_examples=num_examples,
         num_draws=c.num_draws, extras=extras, extra_num_examples=c.get("extra_num_examples", 0))
 
-  def sample_grid(self, state, step: int, path: str = "") -> str:
-    """Samples config.sample.num images (conditioned on labels 0,1,.. if asked) into a PNG."""
+  def sample_grid(self, state, step: int, path: str = "", condition=None) -> str | None:
+    """Samples config.sample.num images into a PNG: conditioned on `condition` (labels [num]
+    or caption tokens [num, L]) if given, else on labels 0, 1, .. if config.sample.conditional;
+    None for a model that draws no samples (family.sample is None)."""
+    if self.family.sample is None:
+      return None
     num = self.config.sample.num
-    condition = None
-    if self.config.sample.get("conditional", False):
-      condition = jnp.arange(num, dtype=jnp.int32) % self.spec.num_classes
+    if condition is None and self.config.sample.get("conditional", False):
+      if self.family.likelihood_condition == "caption":  # the captions of the first test images
+        condition = np.concatenate([b["caption"] for b, _ in pipeline.eval_batches(
+            self.sources["test"], num * jax.process_count(), num)])[:num]
+      else:
+        condition = jnp.arange(num, dtype=jnp.int32) % self.spec.num_classes
     samples = self.family.sample(self.family.eval_params(state), jax.random.fold_in(self.sample_key, step),
                                  num, condition)
+    samples = sharding.to_host(samples)  # every process takes part; process 0 writes
     path = path or os.path.join(self.workdir, "samples", f"step_{step:08d}.png")
-    columns = self.spec.num_classes if condition is not None else 0
-    return images.save_grid(path, np.asarray(samples), self.spec.num_bins, columns=columns)
+    columns = self.spec.num_classes if condition is not None and np.ndim(condition) == 1 else 0
+    if not is_primary():
+      return path
+    return images.save_grid(path, samples, self.spec.num_bins, columns=columns)
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files (metrics, TensorBoard, grids, results):
+  process 0 of a multi-process run, or the only one. Checkpoints are orbax's (every
+  process writes its part)."""
+  return jax.process_index() == 0
 
 
 def guarded_update(update):
@@ -102,10 +123,21 @@ def guarded_update(update):
   return step
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) -> dict:
   """Trains config.train.num_steps steps (resuming from WORKDIR), then evaluates,
-  samples and checkpoints. Returns the final summary (also in WORKDIR/results.json)."""
-  os.makedirs(workdir, exist_ok=True)
+  samples and checkpoints. Returns the final summary (also in WORKDIR/results.json).
+
+  Holds WORKDIR's lock throughout (a second run there is refused); on resume a
+  config that differs from the checkpoint's in more than the keys that extend or
+  observe the run is refused unless `allow_config_change` (then recorded); SIGTERM
+  saves a checkpoint at the current step and raises `workdir.Preempted`.
+  """
+  with workdir_guard.lock(workdir, jax.process_index(), jax.process_count()), \
+       workdir_guard.Preemption() as preemption:
+    return _train_and_evaluate(config, workdir, allow_config_change, preemption)
+
+
+def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preemption) -> dict:
   run = Run(config, workdir)
   c = config.train
   total = c.num_steps
@@ -119,10 +151,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     step, nonfinite_total = int(meta["step"]), int(meta.get("nonfinite_total", 0))
     seconds_before, alerts = float(meta.get("train_seconds", 0.0)), dict(meta.get("alerts", {}))
     print(f"resumed from step {step} ({run.checkpointer.directory})", flush=True)
-  # Only now, so that a config refused by the checkpoint leaves the run's config.json alone.
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  logbook = Logbook(workdir, resume_step=step)
+    workdir_guard.check_resume_config(workdir, meta.get("config", {}), config_to_dict(config), step,
+                                      allow_config_change, record=is_primary())
+  # Only now, so that a config refused by the checkpoint leaves the run's config.json alone;
+  # and only for a new run: config.json is the config it started with (changes: config_history.jsonl).
+  config_path = os.path.join(workdir, "config.json")
+  if is_primary() and (restored is None or not os.path.exists(config_path)):
+    with open(config_path, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  logbook = Logbook(workdir, resume_step=step, primary=is_primary())
   train_step = jax.jit(guarded_update(run.family.update), donate_argnums=0,
                        out_shardings=(run.replicated, run.replicated, run.replicated))
 
@@ -172,15 +209,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
       row = logbook.write(step, "train", row)
       note_alerts(row, step, alerts)
       bar.set_postfix(loss=f"{row['loss']:.4f}" if isinstance(row["loss"], float) else row["loss"],
-                      **({"bpd": f"{last_eval['bpd']:.4f}"} if last_eval else {}))
+                      **({name: f"{value:.4f}" for name, value in [evaluate.headline(last_eval)]} if last_eval else {}))
     if c.eval_every > 0 and cadence.is_due(step, c.eval_every, total) and step != total:
       reports = run.evaluate(state, c.eval_examples, extras=False, key=jax.random.fold_in(run.eval_key, step))
       last_eval = next(iter(reports.values()))
-      logbook.write(step, "eval", {k: v for k, v in last_eval.items() if not isinstance(v, str)})
+      logbook.write(step, "eval", {k: v for k, v in last_eval.items() if isinstance(v, (int, float))})
     if c.sample_every > 0 and cadence.is_due(step, c.sample_every, total) and step != total:
       run.sample_grid(state, step)
     if cadence.is_due(step, c.checkpoint_every, total):
       checkpoint(step)
+    if preemption.requested:
+      checkpoint(step)
+      bar.close()
+      logbook.close()
+      run.checkpointer.close()
+      raise workdir_guard.Preempted(step, workdir)
   bar.close()
   if step < total:
     print(f"stopped at step {step} of {total}: train.max_train_seconds={c.max_train_seconds:g} "
@@ -197,8 +240,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   summary["alerts"] = alerts
   summary["train_seconds"] = train_seconds
   summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  summary["processes"] = jax.process_count()
+  if is_primary():
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(summary, f, indent=2)
   logbook.close()
   run.checkpointer.close()
   return summary
@@ -230,11 +275,13 @@ def finish(run: Run, state, step: int, logbook: Logbook) -> dict:
   reports = run.evaluate(state, run.config.eval.num_examples, extras=True,
                          key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
   for kind, report in reports.items():
-    logbook.write(step, f"test/{kind}", {k: v for k, v in report.items() if not isinstance(v, str)})
+    logbook.write(step, f"test/{kind}", {k: v for k, v in report.items() if isinstance(v, (int, float))})
   print(evaluate.describe(reports), flush=True)
   grid = run.sample_grid(state, step, os.path.join(run.workdir, "samples.png"))
-  print(f"samples: {grid}", flush=True)
-  return {"step": step, "family": run.config.family, "dataset": run.spec.name, "test": reports, "samples": grid}
+  if grid:
+    print(f"samples: {grid}", flush=True)
+  return {"step": step, "family": run.config.family, "dataset": run.spec.name, "data": run.provenance.as_dict(),
+          "test": reports, "samples": grid}
 
 
 def evaluate_workdir(config, workdir: str) -> dict:
@@ -244,17 +291,28 @@ def evaluate_workdir(config, workdir: str) -> dict:
   reports = run.evaluate(state, config.eval.num_examples, extras=True,
                          key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
   print(evaluate.describe(reports), flush=True)
-  summary = {"step": int(meta["step"]), "test": reports}
-  with open(os.path.join(workdir, f"eval_step_{int(meta['step'])}.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  summary = {"step": int(meta["step"]), "data": run.provenance.as_dict(), "test": reports}
+  if is_primary():
+    with open(os.path.join(workdir, f"eval_step_{int(meta['step'])}.json"), "w") as f:
+      json.dump(summary, f, indent=2)
   return summary
 
 
-def sample_workdir(config, workdir: str, path: str = "") -> str:
-  """--mode=sample: a sample grid PNG from the latest checkpoint in WORKDIR."""
+def sample_workdir(config, workdir: str, path: str = "", caption: str | None = None) -> str:
+  """--mode=sample: a sample grid PNG from the latest checkpoint in WORKDIR; with `caption`,
+  every sample is conditioned on that sentence (tokenized with the dataset's vocabulary)."""
   run = Run(config, workdir)
+  if run.family.sample is None:
+    raise GenfamError(f"family {config.family!r} draws no samples: --mode=sample is for generative families; "
+                      f"use --mode=eval for its test metrics")
   state, _, meta = run.restore_or_fail()
   path = path or os.path.join(workdir, f"samples_step_{int(meta['step'])}.png")
-  grid = run.sample_grid(state, int(meta["step"]), path)
+  condition = None
+  if caption is not None:
+    from genfam.data import captions
+    tokens = captions.encode_sentence(caption, run.spec)                       # [L] int32
+    condition = np.tile(tokens[None], (config.sample.num, 1))                  # [num, L]
+    print(f"caption: {captions.decode(tokens, run.spec)!r}", flush=True)
+  grid = run.sample_grid(state, int(meta["step"]), path, condition=condition)
   print(f"samples: {grid}", flush=True)
   return grid

@@ -66,6 +66,25 @@ def test_eval_batches_pad_and_mask():
   np.testing.assert_array_equal(batches[0][0]["label"][:5], [srcs["test"][i]["label"] for i in range(5)])
 
 
+def test_batches_carry_captions_and_attributes(tmp_path):
+  plain_spec, plain = sources.data_sources(_data_config("digits"))
+  spec, srcs = pipeline.captioned(plain_spec, plain, str(tmp_path))  # as-is if data_sources already captions
+  L, A = spec.caption_length, spec.num_attributes
+  batch = next(iter(pipeline.train_loader(srcs["train"], 32, seed=3)))
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
+      "image": ((32, 8, 8, 1), np.uint8), "label": ((32,), np.int32),
+      "attributes": ((32, A), np.int32), "caption": ((32, L), np.int32)}
+  assert ((batch["caption"] >= 0) & (batch["caption"] < spec.vocab_size)).all()
+  assert (batch["caption"][:, 0] > 1).all()
+  assert all((batch["attributes"][:, a] < len(v)).all() for a, v in enumerate(spec.attribute_values))
+  if not isinstance(plain["train"], pipeline.CaptionedSource):  # images and labels as without captions
+    bare = next(iter(pipeline.train_loader(plain["train"], 32, seed=3)))
+    for k in ("image", "label"):
+      np.testing.assert_array_equal(batch[k], bare[k])
+  (test_batch, mask), = list(pipeline.eval_batches(srcs["test"], 400))
+  assert test_batch["caption"].shape == (400, L) and test_batch["attributes"].shape == (400, A) and mask.sum() == 360
+
+
 def test_unknown_dataset_and_missing_download():
   with pytest.raises(GenfamError, match="unknown dataset 'cifar100'.*known: cifar10, digits"):
     sources.data_sources(_data_config("cifar100"))
@@ -166,3 +185,36 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
   c.data_dir = str(tmp_path / "tfds")
   with pytest.raises(GenfamError, match=r"dataset 'mnist' could not be downloaded \(Failed to resolve.*needs network"):
     sources.data_sources(c)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_global_batches_do_not_depend_on_the_process_count(monkeypatch, count):
+  """Process p's rows of global batch t are rows [p b, (p + 1) b) of the one-process batch t,
+  and a loader state saved on one process count restores on another at the same batch."""
+  _, srcs = sources.data_sources(_data_config("digits"))
+
+  def loader(p, n):
+    monkeypatch.setattr(pipeline.jax, "process_index", lambda *a: p)
+    monkeypatch.setattr(pipeline.jax, "process_count", lambda *a: n)
+    return iter(pipeline.train_loader(srcs["train"], 16, seed=4))
+
+  one = loader(0, 1)
+  want = [next(one) for _ in range(100)]  # > one epoch of 1437 records
+  state = pipeline.loader_state(one)
+  for p in range(count):
+    it = loader(p, count)
+    for t in range(100):
+      got = next(it)
+      rows = slice(p * 16 // count, (p + 1) * 16 // count)
+      np.testing.assert_array_equal(got["image"], want[t]["image"][rows])
+      np.testing.assert_array_equal(got["label"], want[t]["label"][rows])
+    it = loader(p, count)
+    pipeline.restore_loader_state(it, state)  # saved by one process, restored by process p of `count`
+    expected = next(_after(loader(0, 1), 100))  # (the restored iterator keeps its process index)
+    np.testing.assert_array_equal(next(it)["label"], expected["label"][p * 16 // count:(p + 1) * 16 // count])
+
+
+def _after(iterator, n):
+  for _ in range(n):
+    next(iterator)
+  return iterator

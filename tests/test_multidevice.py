@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO
 
-CONFIGS = ["independent", "glow", "realnvp", "vae"]
+CONFIGS = ["independent", "glow", "realnvp", "vae", "igpt"]
 
 
 def _run(name, devices, tmp_path):

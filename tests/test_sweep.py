@@ -2,10 +2,14 @@
 
 Each trial is a real `genfam.main` subprocess of the independent baseline's
 smoke config (seconds), so these tests exercise what a sweep across machines
-does, on one machine with SQLite.
+does, on one machine: with SQLite, and with a PostgreSQL server started here
+from Debian's package (skipped where it is not installed).
 """
+import glob
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,8 +45,48 @@ def _trials(storage):
   return optuna.load_study(study_name="s", storage=storage).get_trials()
 
 
-def test_two_workers_run_each_variant_once_and_a_finished_grid_is_not_rerun(tmp_path):
-  storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+def _postgres_bin():
+  found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+  return os.path.dirname(found[-1]) if found else None
+
+
+@pytest.fixture
+def postgres():
+  """A throwaway PostgreSQL server on localhost (Debian's package), as the `postgres` user when root."""
+  pytest.importorskip("psycopg2")
+  bin_dir = _postgres_bin()
+  if bin_dir is None:
+    pytest.skip("PostgreSQL server not installed (Debian: apt-get install postgresql)")
+  import pathlib
+  import tempfile
+  root = pathlib.Path(tempfile.mkdtemp(prefix="genfam-pg-"))  # not under pytest's root-only tmp dirs
+  data, run_dir = root / "data", root / "run"
+  run_dir.mkdir()
+  as_user = []
+  if os.geteuid() == 0:
+    shutil.chown(root, "postgres")
+    shutil.chown(run_dir, "postgres")
+    os.chmod(root, 0o755)
+    as_user = ["runuser", "-u", "postgres", "--"]
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  subprocess.run([*as_user, f"{bin_dir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                 capture_output=True)
+  subprocess.run([*as_user, f"{bin_dir}/pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                  f"-p {port} -k {run_dir} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+  try:
+    subprocess.run([*as_user, f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "sweep"],
+                   check=True, capture_output=True)
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/sweep"
+  finally:
+    subprocess.run([*as_user, f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_run_each_variant_once_and_a_finished_grid_is_not_rerun(tmp_path, backend, request):
+  storage = f"sqlite:///{tmp_path / 'sweep.db'}" if backend == "sqlite" else request.getfixturevalue("postgres")
   variants = [f"lr{i}:optim.learning_rate={lr}" for i, lr in enumerate([0.01, 0.03, 0.1])]
   _enqueue(storage, tmp_path / "runs", variants)
   _enqueue(storage, tmp_path / "runs", variants)  # enqueued twice: still one trial per variant

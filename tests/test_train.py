@@ -44,6 +44,10 @@ def test_smoke_run_writes_everything(tmp_path):
   assert report["num_examples"] == config.eval.num_examples and report["num_bins"] == 17
   assert 0 < report["bpd"] < np.log2(17) + 0.2 and report["bpd_stderr"] > 0
   assert summary["nonfinite_steps"] == 0 and summary["alerts"] == {}
+  # What the numbers were computed on: dataset, source, fingerprint, split sizes read.
+  data = summary["data"]
+  assert data["dataset"] == "digits" and data["fingerprint"].startswith("src-")
+  assert (data["num_train"], data["num_test"]) == (1437, 360) and data["fingerprint"] in data["prepared_dir"]
   for name in ("results.json", "samples.png", "metrics.jsonl", "config.json"):
     assert os.path.exists(tmp_path / name), name
   assert os.listdir(tmp_path / "tb")

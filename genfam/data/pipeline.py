@@ -2,10 +2,21 @@
 
 Training order is fixed by the seed and the iterator state, which the loop
 checkpoints with the model (`loader_state` / `restore_loader_state`), so a
-resumed run reads the same examples in the same order. Each JAX process reads
-its own shard (`ShardByJaxProcess`) and a per-process share of the batch.
+resumed run reads the same examples in the same order. There is one global
+order of examples (`GlobalOrderSampler`); each JAX process reads its own rows
+of every global batch, so the global batches are the same whatever the number
+of processes and devices.
 Evaluation reads the test split in its stored order, once, padding the last
 batch and returning a mask of the real examples.
+
+Captions: `captioned` wraps the sources so every batch also carries
+`attributes` int32 [b, A] (measured once per split, `genfam.data.captions`)
+and `caption` int32 [b, L]. A training example's caption is drawn from
+(loader seed, its index in the split, its epoch): the epoch of the k-th
+reading of an example is k - 1, whatever the process count (the epoch of
+global position g is g // N) and across a resume (the sampler is a pure
+function of the position the iterator state restores).
+Evaluation captions use epoch 0 and seed EVAL_CAPTION_SEED.
 """
 import json
 from typing import Iterator
@@ -14,16 +25,141 @@ import grain
 import jax
 import numpy as np
 
+from genfam.data import captions
 from genfam.errors import GenfamError
 
-BATCH_KEYS = ("image", "label")  # 'caption' joins once the data carries captions
+BATCH_KEYS = ("image", "label")
+CAPTION_KEYS = ("attributes", "caption")  # in batches of a `CaptionedSource`
+EVAL_CAPTION_SEED = 0
+
+
+def _projected(record) -> dict:
+  """The batch keys of one record, as numpy arrays with fixed dtypes."""
+  out = {"image": np.asarray(record["image"], np.uint8), "label": np.asarray(record["label"], np.int32)}
+  if "attributes" in record:
+    out["attributes"] = np.asarray(record["attributes"], np.int32)
+  return out
 
 
 class _Project(grain.transforms.Map):
   """Keeps the batch keys, as numpy arrays with fixed dtypes."""
 
   def map(self, record):
-    return {"image": np.asarray(record["image"], np.uint8), "label": np.asarray(record["label"], np.int32)}
+    return _projected(record)
+
+
+class _ProjectAndCaption(grain.transforms.RandomMap):
+  """The batch keys plus 'caption' int32 [L], phrased with the record's rng.
+
+  The rng is `captions.caption_rng(seed, example, epoch)`, set by `GlobalOrderSampler`.
+  """
+
+  def __init__(self, spec):
+    self.spec = spec
+
+  def random_map(self, record, rng):
+    out = _projected(record)
+    text = captions.caption_text(self.spec.class_names[int(out["label"])], out["attributes"], rng)
+    out["caption"] = captions.caption_tokens(text, self.spec)
+    return out
+
+
+class CaptionedSource:
+  """A split whose records also carry `attributes` int32 [A]; `spec` phrases their captions.
+
+  Its repr is its base source's, so grain accepts loader states saved before
+  captions existed (the records and their order are the same).
+  """
+
+  def __init__(self, base, attributes: np.ndarray, spec, thresholds: dict):
+    if len(attributes) != len(base):
+      raise ValueError(f"{len(attributes)} attribute rows for {len(base)} records")
+    self.base, self.attributes, self.spec, self.thresholds = base, attributes, spec, thresholds  # [N, A] int32
+
+  def __len__(self):
+    return len(self.base)
+
+  def __getitem__(self, index):
+    record = dict(self.base[index])
+    record["attributes"] = self.attributes[index]
+    return record
+
+  def __repr__(self):
+    return repr(self.base)
+
+
+def split_images(source, chunk: int = 4096) -> np.ndarray:
+  """All images of a split, uint8 [N, H, W, C] (from memory when the source holds them)."""
+  if isinstance(source, CaptionedSource):
+    source = source.base
+  if isinstance(source, InMemorySource):
+    return source.arrays["image"]
+  read = source.__getitems__ if hasattr(source, "__getitems__") else (lambda ks: [source[k] for k in ks])
+  chunks = [read(list(range(s, min(s + chunk, len(source))))) for s in range(0, len(source), chunk)]
+  return np.concatenate([np.stack([np.asarray(r["image"], np.uint8) for r in records]) for records in chunks])
+
+
+def captioned(spec, sources: dict, directory: str):
+  """-> (spec, {split: CaptionedSource}): the splits with measured attributes and captions.
+
+  Thresholds come from the train split and are stored in `directory` (the
+  prepared dataset's), `captions.load_or_fit_thresholds`. Sources already
+  captioned are returned as they are.
+  """
+  if all(isinstance(s, CaptionedSource) for s in sources.values()):
+    return spec, sources
+  thresholds = captions.load_or_fit_thresholds(directory, split_images(sources["train"]), spec.num_bins)
+  return spec, {split: CaptionedSource(source, captions.measure_attributes(split_images(source), spec.num_bins,
+                                                                            thresholds), spec, thresholds)
+                for split, source in sources.items()}
+
+
+class GlobalOrderSampler:
+  """One global order of training records, read in per-process shares of each batch.
+
+  The global stream is grain's shuffled IndexSampler over all N records (one
+  process's view: NoSharding), a new permutation each epoch, so global position
+  g holds record `inner[g]` of epoch g // N. Global batch t is positions
+  [t B, (t + 1) B); process p of P reads rows [p b, (p + 1) b) of it (b = B / P).
+  So the examples of every global batch, and their order, do not depend on the
+  number of processes or devices: a run on 2 processes x 4 devices sees the
+  batches of 1 process x 8 devices. (grain's ShardByJaxProcess would instead give
+  each process its own contiguous block of the records, shuffled within it.)
+
+  grain's DataLoader asks for sampler index k P + p for the k-th record of process
+  p (its shard options are this sampler's). Each record's rng is
+  `captions.caption_rng(seed, record_key, epoch)`, so a caption depends only on
+  the seed, the example and its epoch.
+  """
+
+  def __init__(self, num_records: int, global_batch: int, seed: int, process_index: int = 0,
+               process_count: int = 1):
+    if global_batch % process_count:
+      raise ValueError(f"global batch {global_batch} does not divide by {process_count} processes")
+    self._inner = grain.samplers.IndexSampler(num_records=num_records, shard_options=grain.sharding.NoSharding(),
+                                              shuffle=True, num_epochs=None, seed=seed)
+    self._shard_options = grain.sharding.ShardOptions(shard_index=process_index, shard_count=process_count)
+    self._num_records, self._global_batch, self._seed = num_records, global_batch, seed
+    self._local_batch = global_batch // process_count
+
+  def global_position(self, index: int) -> int:
+    """The global stream position of sampler index `index` (= k P + p)."""
+    k, p = divmod(index, self._shard_options.shard_count)
+    batch, row = divmod(k, self._local_batch)
+    return batch * self._global_batch + p * self._local_batch + row
+
+  def __len__(self):
+    return len(self._inner)
+
+  def __getitem__(self, index: int):
+    position = self.global_position(index)
+    key = int(self._inner[position].record_key)
+    return grain.RecordMetadata(index=index, record_key=key,
+                                rng=captions.caption_rng(self._seed, key, position // self._num_records))
+
+  def __repr__(self):  # the same for every process and process count (checked by grain on restore)
+    return (f"GlobalOrderSampler(num_records={self._num_records}, global_batch={self._global_batch}, "
+            f"seed={self._seed})")
 
 
 class InMemorySource:
@@ -73,47 +209,77 @@ def per_process_batch_size(global_batch_size: int) -> int:
 
 
 def train_loader(source, global_batch_size: int, seed: int) -> grain.DataLoader:
-  """An endless, seeded, shuffled loader of {'image' [b,H,W,C] uint8, 'label' [b] int32}."""
+  """An endless, seeded, shuffled loader of this process's rows of each global batch:
+  {'image' [b,H,W,C] uint8, 'label' [b] int32} (+ 'attributes' [b, A], 'caption' [b, L]
+  int32 from a CaptionedSource; `seed` also phrases them). See GlobalOrderSampler."""
+  if global_batch_size <= 0:
+    raise GenfamError(f"batch size {global_batch_size} is not positive: set --config.data.batch_size to a "
+                      f"positive multiple of the {jax.device_count()} devices")
   if len(source) < global_batch_size:
     raise GenfamError(f"batch size {global_batch_size} is larger than the {len(source)} training examples: "
                       f"lower --config.data.batch_size")
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-      shuffle=True, num_epochs=None, seed=seed)
   local = per_process_batch_size(global_batch_size)
+  sampler = GlobalOrderSampler(len(source), global_batch_size, seed, jax.process_index(), jax.process_count())
+  project = _ProjectAndCaption(source.spec) if isinstance(source, CaptionedSource) else _Project()
   # One reader thread: grain's default of 16 threads thrashes on a 2-core machine
   # (0.35 s per batch of 256 against 0.04 s); records come from memory anyway.
   return grain.DataLoader(
       data_source=source, sampler=sampler, worker_count=0,
       read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=2 * local),
-      operations=[_Project(), grain.transforms.Batch(local, drop_remainder=True)])
+      operations=[project, grain.transforms.Batch(local, drop_remainder=True)])
 
 
 def loader_state(iterator) -> dict:
-  """The iterator's position as a JSON-able dict (checkpointed with the model)."""
+  """The iterator's position as a JSON-able dict (checkpointed with the model), the
+  same on every process: grain's state with its sampler index written as the
+  number of global records consumed ('global_records'), from which any process
+  of any process count finds its own index again (`restore_loader_state`)."""
   state = iterator.get_state()
-  return {"grain": state.decode() if isinstance(state, bytes) else json.dumps(state)}
+  state = json.loads(state.decode() if isinstance(state, bytes) else json.dumps(state))
+  count = jax.process_count()
+  consumed = {w: (int(i) // count + 1) * count if int(i) >= 0 else 0 for w, i in state["last_seen_indices"].items()}
+  state["last_seen_indices"] = {w: -1 for w in state["last_seen_indices"]}
+  return {"grain": json.dumps(state), "global_records": consumed}
 
 
 def restore_loader_state(iterator, state: dict) -> None:
-  iterator.set_state(state["grain"].encode())
+  grain_state = json.loads(state["grain"])
+  if "global_records" in state:  # -> this process's last sampler index (k P + p of its last record)
+    count, index = jax.process_count(), jax.process_index()
+    grain_state["last_seen_indices"] = {
+        w: (n // count - 1) * count + index if n > 0 else -1 for w, n in state["global_records"].items()}
+  iterator.set_state(json.dumps(grain_state, indent=4).encode())
 
 
-def eval_batches(source, batch_size: int, num_examples: int = 0) -> Iterator[tuple[dict, np.ndarray]]:
+def eval_batches(source, batch_size: int, num_examples: int = 0,
+                 caption_seed: int = EVAL_CAPTION_SEED) -> Iterator[tuple[dict, np.ndarray]]:
   """Test examples in stored order, once: yields (batch, mask [b] bool).
 
-  The first `num_examples` (all if 0) are split over processes; each batch has
-  exactly `batch_size // process_count` rows, the last one padded by repeating
-  its first row with mask False, so every step has the same shapes (one jit).
+  A CaptionedSource's batches carry 'attributes' and 'caption' (epoch 0, `caption_seed`).
+  The first `num_examples` (all if 0) are split over processes (process p
+  takes examples p, p + P, ...); each batch has exactly `batch_size //
+  process_count` rows, the last one padded by repeating its first row with mask
+  False, so every step has the same shapes (one jit), and every process yields
+  the same number of batches.
   """
   total = len(source) if num_examples <= 0 else min(num_examples, len(source))
   local = per_process_batch_size(batch_size)
-  project = _Project()
+  spec = source.spec if isinstance(source, CaptionedSource) else None
+
+  def record(i):
+    out = _projected(source[i])
+    if spec is not None:
+      out["caption"] = captions.example_caption(spec, caption_seed, i, 0, out["label"], out["attributes"])
+    return out
+
   indices = np.arange(total)[jax.process_index()::jax.process_count()]
-  for start in range(0, len(indices), local):
+  # Every process runs the same number of batches (collectives must match): as many as
+  # the process with the most rows needs; a process out of rows pads with mask False.
+  num_batches = -(-(-(-total // jax.process_count())) // local)
+  for start in range(0, num_batches * local, local):
     idx = indices[start:start + local]
-    records = [project.map(source[int(i)]) for i in idx]
+    records = [record(int(i)) for i in idx] or [record(0)]
     mask = np.zeros(local, bool)
-    mask[:len(records)] = True
+    mask[:len(idx)] = True
     records += [records[0]] * (local - len(records))
-    yield {k: np.stack([r[k] for r in records]) for k in BATCH_KEYS}, mask
+    yield {k: np.stack([r[k] for r in records]) for k in records[0]}, mask

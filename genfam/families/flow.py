@@ -138,4 +138,5 @@ def make(config, spec) -> Family:
   return Family(name="flow", init=init,
                 update=optim.make_scalar_loss_update(loss_fn, tx, ema_decay),
                 eval_params=eval_params, log_likelihood=log_likelihood, likelihood_kind="exact",
+                likelihood_condition="label" if num_classes else "",
                 sample=sample)

@@ -57,4 +57,4 @@ def make(config, spec) -> Family:
 
   return Family(name="independent", init=init, update=make_scalar_loss_update(loss_fn, tx, ema_decay),
                 eval_params=eval_params, log_likelihood=log_likelihood, likelihood_kind="exact",
-                sample=sample)
+                sample=sample, likelihood_condition="label" if conditional else "")

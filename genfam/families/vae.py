@@ -357,4 +357,5 @@ def make(config, spec) -> Family:
       likelihood_kind="elbo",
       sample=sample_fn(model, pixels, config.sample.decode, config.sample.temperature),
       extra_likelihoods=extra,
+      likelihood_condition="label" if model.num_classes > 0 else "",
   )

@@ -1,0 +1,140 @@
+"""What guards a run's workdir: one run at a time, an honest config record, preemption.
+
+- `lock(workdir)`: an OS-level lock (fcntl.flock) on WORKDIR/.genfam.lock, held
+  while a run trains. The kernel drops it when the process dies, however it
+  dies, so a killed run never leaves it stuck; a second run in the same
+  workdir gets one line naming the running one (pid, host, start time).
+- `config_changes(saved, current)`: on resume, the keys that differ from the
+  config of the checkpoint. Keys that only extend or observe the run
+  (OBSERVING_KEYS: the step count, cadences, evaluation and sampling) may
+  change and are logged; any other change is refused unless the user passes
+  --allow_config_change, and then it is recorded with its step in
+  WORKDIR/config_history.jsonl. config.json keeps the config the run started
+  with; it is never overwritten.
+- `Preemption`: SIGTERM (what TPU and cloud preemption send) asks the loop to
+  save a checkpoint at the current step and stop cleanly.
+"""
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import signal
+import socket
+
+from genfam.errors import GenfamError
+
+LOCK_FILE = ".genfam.lock"
+HISTORY_FILE = "config_history.jsonl"
+
+# Keys (or prefixes, ending in '.') that only extend or observe a run: changing them on resume
+# changes neither the model, nor the data, nor the optimisation of the steps already taken.
+OBSERVING_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "train.eval_examples",
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.sample_every", "train.progress",
+                  "train.max_train_seconds", "train.max_consecutive_nonfinite", "eval.", "sample.",
+                  "data.data_dir", "data.allow_download")
+
+
+class Preempted(Exception):
+  """The run received SIGTERM, saved a checkpoint at `step` and stopped; rerun to continue."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"preempted (SIGTERM) at step {step}: checkpoint saved in {workdir}; "
+                     f"rerun the same command to continue")
+    self.step = step
+
+
+@contextlib.contextmanager
+def lock(workdir: str, process_index: int = 0, process_count: int = 1):
+  """Holds WORKDIR's run lock; raises GenfamError at once if another process holds it.
+  Each process of a multi-process run holds its own (WORKDIR/.genfam.lock.<index>)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE + (f".{process_index}" if process_count > 1 else ""))
+  f = open(path, "a+")
+  try:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      raise GenfamError(f"workdir {workdir} is in use by a running run ({holder}): wait for it to finish, "
+                        f"stop it, or use another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
+            f"{datetime.datetime.now().isoformat(timespec='seconds')}")
+    f.flush()
+    yield
+  finally:
+    f.close()  # closing the file releases the lock
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _observing(key: str) -> bool:
+  return any(key == k or (k.endswith(".") and key.startswith(k)) for k in OBSERVING_KEYS)
+
+
+def config_changes(saved: dict, current: dict) -> tuple[dict, dict]:
+  """-> (observing, other): {key: [old, new]} of the keys whose values differ
+  (a key missing on one side has the value None there)."""
+  old, new = _flatten(saved), _flatten(current)
+  diffs = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+  observing = {k: v for k, v in diffs.items() if _observing(k)}
+  return observing, {k: v for k, v in diffs.items() if k not in observing}
+
+
+def describe_changes(changes: dict) -> str:
+  return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+def check_resume_config(workdir: str, saved: dict, current: dict, step: int, allow_change: bool,
+                        record: bool = True) -> None:
+  """Refuses a resume whose config changes more than OBSERVING_KEYS (unless allowed);
+  prints and (if `record`: process 0) records every change with its step in
+  WORKDIR/config_history.jsonl."""
+  observing, other = config_changes(saved, current)
+  if other and not allow_change:
+    raise GenfamError(f"the run in {workdir} was trained to step {step} with another config "
+                      f"({describe_changes(other)}): rerun with the values it was trained with, use a new "
+                      f"--workdir, or pass --allow_config_change to change them from step {step} on (recorded)")
+  if observing or other:
+    print(f"config changed at step {step}: {describe_changes({**observing, **other})}", flush=True)
+    if not record:
+      return
+    entry = {"step": step, "time": datetime.datetime.now().isoformat(timespec="seconds"),
+             "changes": {**observing, **other}, "allowed_by_flag": bool(other)}
+    with open(os.path.join(workdir, HISTORY_FILE), "a") as f:
+      f.write(json.dumps(entry) + "\n")
+
+
+class Preemption:
+  """While active, SIGTERM sets `requested` instead of killing the process (main thread only)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False

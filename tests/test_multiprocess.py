@@ -1,0 +1,108 @@
+"""Multi-process training on localhost: 2 processes x 4 fake CPU devices = 1 process x 8.
+
+Processes join through JAX's own runtime (jax.distributed, gloo collectives on
+CPU). The global batches do not depend on the process count (one global order;
+each process reads its rows), so the losses and the saved parameters of the
+two layouts agree; killing both processes and starting them again resumes; a
+process that cannot reach its coordinator fails with one line within the timeout.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from genfam import train
+from genfam.logbook import read_metrics
+from tests.conftest import REPO, load_config
+
+ARGS = ["--config=configs/independent.py:smoke", "--config.train.num_steps=12", "--config.train.checkpoint_every=4",
+        "--config.train.log_every=1", "--config.train.progress=False", "--config.eval.num_examples=40",
+        "--config.eval.batch_size=16"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+
+
+def _start(workdir, num_processes: int, devices: int, *extra, port=None):
+  port = port or _free_port()
+  procs = []
+  for i in range(num_processes):
+    dist = [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}", f"--process_id={i}",
+            "--distributed_timeout=60"] if num_processes > 1 else []
+    procs.append(subprocess.Popen([sys.executable, "-m", "genfam.main", *ARGS, f"--workdir={workdir}", *dist, *extra],
+                                  cwd=REPO, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True))
+  return procs
+
+
+def _finish(procs):
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  return outs
+
+
+def _outcome(workdir):
+  config = load_config("independent")
+  state, _, meta = train.Run(config, str(workdir)).restore()
+  losses = [r["loss"] for r in read_metrics(str(workdir)) if r["split"] == "train"]
+  return state.params, losses, meta
+
+
+def test_two_processes_of_four_devices_match_one_of_eight(tmp_path):
+  _finish(_start(tmp_path / "one", 1, 8))
+  outs = _finish(_start(tmp_path / "two", 2, 4))
+  params1, losses1, _ = _outcome(tmp_path / "one")
+  params2, losses2, _ = _outcome(tmp_path / "two")
+  assert len(losses1) == len(losses2) == 12
+  np.testing.assert_allclose(losses2, losses1, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), params2, params1)
+  # The test report is the same (the 40 test examples split over the processes), written once.
+  one = [line for line in outs[0][0].splitlines() if line.startswith("test exact")]
+  import json
+  r1 = json.load(open(tmp_path / "one" / "results.json"))["test"]["exact"]
+  r2 = json.load(open(tmp_path / "two" / "results.json"))["test"]["exact"]
+  assert r1["num_examples"] == r2["num_examples"] == 40 and one
+  np.testing.assert_allclose(r2["bpd"], r1["bpd"], rtol=1e-6)
+  assert json.load(open(tmp_path / "two" / "results.json"))["processes"] == 2
+  assert sum(1 for _ in open(tmp_path / "two" / "commands.txt")) == 1  # process 0 writes, once
+
+
+def test_both_processes_killed_and_restarted_resume(tmp_path):
+  procs = _start(tmp_path, 2, 4, "--config.train.num_steps=400", "--config.train.checkpoint_every=10")
+  checkpoints, deadline = tmp_path / "checkpoints", time.time() + 300
+  while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+    assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+    time.sleep(0.2)
+  for p in procs:
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+  outs = _finish(_start(tmp_path, 2, 4, "--config.train.num_steps=30", "--config.train.checkpoint_every=10"))
+  assert all("resumed from step" in out for out, _ in outs)
+  _, losses, meta = _outcome(tmp_path)
+  assert int(meta["step"]) == 30 and len(losses) == 30
+
+
+def test_an_unreachable_coordinator_is_one_line_not_a_hang(tmp_path):
+  port = _free_port()  # nobody listens there: process 1 without its process 0
+  start = time.time()
+  proc = subprocess.run([sys.executable, "-m", "genfam.main", *ARGS, f"--workdir={tmp_path}",
+                         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", "--process_id=1",
+                         "--distributed_timeout=5"], cwd=REPO, env=_env(1), capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.startswith("error: process 1 of 2 could not join the multi-process run at 127.0.0.1:")
+  assert proc.stderr.count("\n") == 1 and time.time() - start < 60

@@ -1,0 +1,157 @@
+"""The decoder-only transformer: causality, the key-value cache, prefix masking, samplers.
+
+Tiny models (K = 7 token values, D = 12 positions, width 16) with a random
+(not zero) head, so every logit depends on the context.
+"""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genfam.nets.transformer import Transformer, causal_attention, draw, sample_tokens
+
+K, D, B = 7, 12, 3
+
+
+def _model(prefix_len=0, prefix_vocab=0, query_block=0, dropout=0.0):
+  return Transformer(num_tokens=K, seq_len=D, prefix_vocab=prefix_vocab, prefix_len=prefix_len, width=16,
+                     depth=2, num_heads=2, mlp_ratio=2, dropout=dropout, zero_head=False, query_block=query_block)
+
+
+def _setup(seed, prefix_len=0, prefix_vocab=0, query_block=0, padded=False):
+  """(model, params, tokens [B, D], prefix [B, P] or None, prefix_mask [B, P] or None)."""
+  model = _model(prefix_len, prefix_vocab, query_block)
+  k_tok, k_pre, k_init = jax.random.split(jax.random.PRNGKey(seed), 3)
+  tokens = jax.random.randint(k_tok, (B, D), 0, K)
+  prefix = jax.random.randint(k_pre, (B, prefix_len), 1, prefix_vocab) if prefix_len else None
+  mask = None
+  if padded:  # example b keeps its first P - b tokens, the rest is padding (token 0)
+    keep = jnp.arange(prefix_len)[None] < (prefix_len - jnp.arange(B))[:, None]
+    prefix, mask = jnp.where(keep, prefix, 0), keep
+  params = jax.jit(model.init)(k_init, tokens, prefix, mask)["params"]
+  return model, params, tokens, prefix, mask
+
+
+CASES = {"plain": {}, "label": dict(prefix_len=1, prefix_vocab=5),
+         "caption": dict(prefix_len=4, prefix_vocab=9, padded=True),
+         "caption_blocked": dict(prefix_len=4, prefix_vocab=9, padded=True, query_block=5)}
+
+
+class CausalityTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_logits_at_i_see_only_tokens_before_i(self):
+    for case, kwargs in CASES.items():
+      model = _model(kwargs.get("prefix_len", 0), kwargs.get("prefix_vocab", 0), kwargs.get("query_block", 0))
+      apply = self.variant(lambda p, t, c, m: model.apply({"params": p}, t, c, m))
+      for seed in range(3):
+        _, params, tokens, prefix, mask = _setup(seed, **kwargs)
+        logits_fn = lambda t: apply(params, t, prefix, mask)  # noqa: E731
+        base = logits_fn(tokens)
+        rng = np.random.default_rng(seed)
+        i = int(rng.integers(1, D))
+        for j in (i, int(rng.integers(i, D)), D - 1):      # a token at or after i changes
+          changed = tokens.at[:, j].set((tokens[:, j] + 1 + int(rng.integers(K - 1))) % K)
+          np.testing.assert_allclose(logits_fn(changed)[:, :i + 1], base[:, :i + 1], rtol=0, atol=1e-6,
+                                     err_msg=f"{case} seed {seed}: position <= {i} saw token {j}")
+        j = int(rng.integers(0, i))                          # a token before i changes
+        changed = tokens.at[:, j].set((tokens[:, j] + 1) % K)
+        assert np.abs(np.asarray(logits_fn(changed)[:, i] - base[:, i])).max() > 1e-4, (case, seed, i, j)
+
+
+def test_query_blocks_give_the_same_attention():
+  q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 11, 2, 4))
+  attend = jax.jit(causal_attention, static_argnums=(3, 4))
+  full = attend(q, k, v, None, 0)
+  for block in (1, 4, 20):
+    np.testing.assert_allclose(attend(q, k, v, None, block), full, rtol=1e-5, atol=1e-6)
+
+
+def _cached_logits(model, params, tokens, prefix, mask):
+  """Logits [B, D, K] of the cached path, teacher-forced with `tokens`."""
+  variables = {"params": params}
+  cache = model.apply(variables, tokens.shape[0], prefix, mask, method=Transformer.prefill)
+  pm = jnp.ones((tokens.shape[0], model.prefix_len), bool) if mask is None else mask
+  key_valid = jnp.concatenate([pm, jnp.ones_like(tokens, bool)], axis=1)
+  previous = jnp.concatenate([jnp.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
+
+  def step(cache, inputs):
+    i, prev = inputs
+    logits, cache = model.apply(variables, prev, i, cache, key_valid, method=Transformer.decode)
+    return cache, logits
+
+  _, logits = jax.lax.scan(step, cache, (jnp.arange(tokens.shape[1]), previous.T))
+  return jnp.swapaxes(logits, 0, 1)
+
+
+class CacheTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_cached_logits_equal_the_full_forward_at_every_position(self):
+    for case, kwargs in CASES.items():
+      model, params, tokens, prefix, mask = _setup(1, **kwargs)
+      full = model.apply({"params": params}, tokens, prefix, mask)
+      cached = self.variant(lambda t: _cached_logits(model, params, t, prefix, mask))(tokens)
+      chex.assert_shape(cached, (B, D, K))
+      np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5, err_msg=case)
+
+  def test_cached_and_uncached_samplers_draw_the_same_tokens(self):
+    for case, kwargs in CASES.items():
+      model, params, _, prefix, mask = _setup(2, **kwargs)
+      for temperature, top_k in ((1.0, 0),) if case != "caption" else ((0.8, 3),):
+        draws = {s: jax.jit(lambda r, s=s: sample_tokens(model, params, r, B, prefix, mask, temperature=temperature,
+                                                         top_k=top_k, sampler=s))(jax.random.PRNGKey(5))
+                 for s in ("cached", "uncached")}
+        chex.assert_shape(draws["cached"], (B, D))
+        np.testing.assert_array_equal(draws["cached"], draws["uncached"], err_msg=f"{case} T={temperature} k={top_k}")
+        assert int(draws["cached"].max()) < K and int(draws["cached"].min()) >= 0
+
+
+class PrefixTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_caption_padding_is_never_attended_to(self):
+    model, params, tokens, prefix, mask = _setup(3, prefix_len=4, prefix_vocab=9, padded=True)
+    logits_fn = self.variant(lambda p, c, m: model.apply({"params": p}, tokens, c, m))
+    base = logits_fn(params, prefix, mask)
+    # the padding token's embedding (row 0) may be anything
+    noisy = jax.tree.map(lambda x: x, params)
+    noisy["prefix_embed"]["embedding"] = params["prefix_embed"]["embedding"].at[0].set(5.0)
+    np.testing.assert_allclose(logits_fn(noisy, prefix, mask), base, rtol=0, atol=1e-6)
+    # the same caption padded to a longer length gives the same logits
+    longer = _model(prefix_len=7, prefix_vocab=9)
+    long_params = jax.tree.map(lambda x: x, params)
+    long_params["prefix_pos_embed"] = jnp.concatenate(
+        [params["prefix_pos_embed"], jax.random.normal(jax.random.PRNGKey(0), (3, 16))], axis=0)
+    long_prefix = jnp.pad(prefix, ((0, 0), (0, 3)))
+    long_logits = longer.apply({"params": long_params}, tokens, long_prefix, long_prefix != 0)
+    np.testing.assert_allclose(long_logits, base, rtol=1e-5, atol=1e-5)
+    # while a real caption word does matter
+    other = prefix.at[:, 0].set(prefix[:, 0] % 8 + 1)
+    assert np.abs(np.asarray(logits_fn(params, other, mask) - base)).max() > 1e-4
+
+
+def test_top_k_keeps_only_the_k_most_likely():
+  logits = jnp.log(jnp.array([[0.1, 0.4, 0.2, 0.3]] * 2000))
+  drawn = np.asarray(jax.vmap(lambda r: draw(r, logits[:1], 1.0, top_k=2))(
+      jax.random.split(jax.random.PRNGKey(0), 2000)))[:, 0]
+  assert set(np.unique(drawn)) == {1, 3}
+  assert abs((drawn == 1).mean() - 4 / 7) < 0.05
+  full = np.asarray(draw(jax.random.PRNGKey(1), logits, 1.0, top_k=0))
+  assert set(np.unique(full)) == {0, 1, 2, 3}
+
+
+def test_dropout_is_active_only_in_training():
+  model = _model(dropout=0.5)
+  tokens = jax.random.randint(jax.random.PRNGKey(0), (B, D), 0, K)
+  params = model.init(jax.random.PRNGKey(1), tokens)["params"]
+  eval_logits = model.apply({"params": params}, tokens)
+  np.testing.assert_array_equal(model.apply({"params": params}, tokens), eval_logits)
+  train_logits = model.apply({"params": params}, tokens, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+  assert np.abs(np.asarray(train_logits - eval_logits)).max() > 1e-4
+
+
+def test_width_must_divide_into_heads():
+  with pytest.raises(ValueError, match="heads"):
+    Transformer(num_tokens=K, seq_len=D, width=10, num_heads=3).init(jax.random.PRNGKey(0), jnp.zeros((1, D), int))
