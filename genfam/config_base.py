@@ -17,6 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.source_dir = ""         # local raw files (Fashion-MNIST IDX); "" = env var / Debian path
   c.data.data_dir = ""           # where TFDS keeps prepared array_record files; "" = default
   c.data.allow_download = True   # let TFDS download standard datasets (needs network)
+  c.data.validation_examples = 0  # hold the train split's last N examples out of training, as 'validation'
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 1000

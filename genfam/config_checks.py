@@ -16,6 +16,7 @@ _NON_NEGATIVE_INT = "an integer >= 0"
 _RULES = {
     "seed": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT),
     "data.batch_size": (lambda v: isinstance(v, int) and v > 0, _POSITIVE_INT),
+    "data.validation_examples": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: none)"),
     "train.num_steps": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT),
     "train.log_every": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: only the first and last step)"),
     "train.eval_every": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: only at the end)"),

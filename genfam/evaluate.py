@@ -1,6 +1,6 @@
 """Evaluation: test-split bits/dim with standard errors, labelled by kind.
 
-Every number follows DESIGN.md's likelihood conventions: D is the stored pixel
+Every number follows the likelihood conventions of docs/DESIGN.md: D is the stored pixel
 count of the dataset, K its number of grey levels (256, or 17 for digits), and
 every family's `log_likelihood` already returns per-example bits/dim through
 `genfam.bits`. Here the per-example values are averaged over `num_draws`

@@ -28,13 +28,13 @@ PyTree = Any
 Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
 
-# The kinds of log-likelihood a family may report (DESIGN.md).
+# The kinds of log-likelihood a family may report (docs/DESIGN.md, "Likelihood conventions").
 LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>", "vlb-sampled-<k>t", "vlb-continuous-<k>t"
 _SAMPLED_T_KINDS = ("vlb-sampled-", "vlb-continuous-")
 
 
 def check_likelihood_kind(kind: str) -> str:
-  """`kind` if it names a likelihood of DESIGN.md: exact, elbo, vlb, ais, the
+  """`kind` if it names a likelihood of docs/DESIGN.md: exact, elbo, vlb, ais, the
   importance-weighted bound 'iwae-<k>', 'vlb-sampled-<k>t' (an unbiased
   estimate of the vlb from k sampled timesteps per example) or
   'vlb-continuous-<k>t' (an unbiased estimate, from k sampled t per example, of

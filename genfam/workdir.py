@@ -87,7 +87,10 @@ def config_changes(saved: dict, current: dict) -> tuple[dict, dict]:
   """-> (observing, other): {key: [old, new]} of the keys whose values differ
   (a key missing on one side has the value None there)."""
   old, new = _flatten(saved), _flatten(current)
-  diffs = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+  # A key the saved config lacks, now at a neutral value (0, '', False, None), is a key added to
+  # genfam since the run started with the behaviour it had before: not a change of the run.
+  diffs = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
+           if old.get(k) != new.get(k) and not (k not in old and not new.get(k))}
   observing = {k: v for k, v in diffs.items() if _observing(k)}
   return observing, {k: v for k, v in diffs.items() if k not in observing}
 

@@ -4,6 +4,8 @@ Resume: N steps uninterrupted and k steps + restart + N-k steps give identical
 parameters and identical training metrics on CPU. The trained workdir is then
 evaluated and sampled again as `--mode=eval` / `--mode=sample` would, and a
 diffusion model also samples with DDPM (the smoke config samples with DDIM).
+A model that is not generative (classifier, CLIP) reports test metrics instead
+of bits/dim, draws no sample grid and refuses `--mode=sample`.
 """
 import glob
 import math
@@ -15,10 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import registry, train
+from genfam import evaluate, registry, train
 from genfam.checkpointing import Checkpointer
 from genfam.data import sources
+from genfam.errors import GenfamError
 from genfam.families import diffusion
+from genfam.family import METRICS_KIND
 from genfam.logbook import read_metrics
 from tests.conftest import REPO, load_config
 
@@ -30,6 +34,8 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 
 # VAE's IWAE-k, a log-mean-exp over importance samples that does not split into
 # reconstruction + KL. The diffusion 'label_bpd' (log C / (D log 2)) is there
 # because the smoke model is class-conditional, bounded with the true label.
+# The GAN's AIS estimate splits as the flows' does: -log p-hat(y | c) / (D log 2)
+# plus log2 K for the dequantization.
 PARTS = {
     ("independent", "exact"): set(),
     ("flow", "exact"): {"prior_bpd", "logdet_bpd", "preprocess_bpd", "discretization_bpd"},
@@ -37,6 +43,9 @@ PARTS = {
     ("vae", "iwae"): set(),
     ("diffusion", "vlb"): {"prior_bpd", "diffusion_bpd", "decoder_bpd", "label_bpd"},
     ("diffusion", "vlb-sampled"): {"prior_bpd", "terms_bpd", "label_bpd"},
+    ("gan", "ais"): {"density_bpd", "discretization_bpd"},
+    ("vdm", "vlb-continuous"): {"prior_bpd", "diffusion_bpd", "decoder_bpd"},
+    ("igpt", "exact"): set(),
 }
 
 
@@ -49,10 +58,30 @@ def _train_rows(workdir):
   return [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_metrics(workdir) if r["split"] == "train"]
 
 
+def _check_metrics(family, report):
+  """A metrics report: the headline first, every metric a mean of per-example values in [0, 1]
+  with a standard error, chance levels in (0, 1]."""
+  assert report["kind"] == METRICS_KIND and report["headline"] == family.headline_metric
+  names = [k for k in report if isinstance(report[k], float) and k != "seconds"]
+  assert names[0] == family.headline_metric
+  for name in names:
+    assert np.isfinite(report[name]), name
+    if name.endswith("_chance"):
+      assert 0 < report[name] <= 1 and name[:-len("_chance")] in report, name
+    elif not name.endswith("_stderr"):
+      assert 0 <= report[name] <= 1 and report[f"{name}_stderr"] >= 0, name
+  assert report["gallery_size"] > 0 and report["num_draws"] >= 1
+
+
 def _check_reports(config, family, reports):
-  """Every bound the family offers, each labelled with its kind, finite, its parts adding up."""
-  assert set(reports) == {family.likelihood_kind, *(family.extra_likelihoods or {})}
+  """Every bound the family offers, each labelled with its kind, finite, its parts adding up;
+  and its test metrics if it reports them."""
+  expected = {family.likelihood_kind, *(family.extra_likelihoods or {})} if family.log_likelihood else set()
+  assert set(reports) == expected | ({METRICS_KIND} if family.test_metrics else set())
   for kind, report in reports.items():
+    if kind == METRICS_KIND:
+      _check_metrics(family, report)
+      continue
     assert report["kind"] == kind and np.isfinite(report["bpd"]), kind
     parts = {k for k in report if k.endswith("_bpd")}
     assert parts == PARTS[config.family, re.sub(r"-\d+t?$", "", kind)], kind
@@ -87,11 +116,14 @@ def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
   family = registry.make_family(config, sources.dataset_spec(config.data.name))
   _check_reports(config, family, summary["test"])
   for kind, report in summary["test"].items():
-    expected = config.eval.num_examples if kind == family.likelihood_kind else (
+    expected = config.eval.num_examples if kind in (family.likelihood_kind, METRICS_KIND) else (
         config.eval.get("extra_num_examples", 0) or config.eval.num_examples)
     assert report["num_examples"] == expected, kind
-  # sampled and checkpointed
-  assert os.path.getsize(tmp_path / "full" / "samples.png") > 0
+  # sampled (a model that is not generative draws no grid) and checkpointed
+  if family.sample is not None:
+    assert os.path.getsize(tmp_path / "full" / "samples.png") > 0
+  else:
+    assert summary["samples"] is None and not (tmp_path / "full" / "samples.png").exists()
   assert Checkpointer(str(tmp_path / "full"), config).steps()[-1] == total
 
   # resumed: k steps, restart, N - k steps == N steps
@@ -111,7 +143,12 @@ def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
   assert evaluated["step"] == total and (tmp_path / "full" / f"eval_step_{total}.json").exists()
   _check_reports(config, family, evaluated["test"])
   for kind, report in evaluated["test"].items():
-    np.testing.assert_allclose(report["bpd"], summary["test"][kind]["bpd"], rtol=1e-6, err_msg=kind)
+    np.testing.assert_allclose(evaluate.headline(report)[1], evaluate.headline(summary["test"][kind])[1],
+                               rtol=1e-6, err_msg=kind)
+  if family.sample is None:
+    with pytest.raises(GenfamError, match="draws no samples"):
+      train.sample_workdir(config, str(tmp_path / "full"))
+    return
   sampling = config.copy_and_resolve_references()
   if config.family == "flow":
     sampling.sample.temperature = 0.7

@@ -145,3 +145,20 @@ def test_a_download_records_its_urls_and_the_files_it_fetched(tmp_path, monkeypa
   monkeypatch.setattr(tfds.download.DownloadManager, "download", lambda self, urls: 1 / 0)
   again = sources.load(c).provenance
   assert again.files == first.files and again.prepared_dir == first.prepared_dir
+
+
+def test_a_validation_split_is_held_out_of_training():
+  c = _digits_config()
+  whole = sources.load(c)
+  c.validation_examples = 100
+  held = sources.load(c)
+  assert (held.spec.num_train, len(held.sources["validation"])) == (1337, 100)
+  assert held.provenance.num_validation == 100 and "100 validation (held out of train)" in held.provenance.describe()
+  train_images = {held.sources["train"][i]["image"].tobytes() for i in range(1337)}
+  validation = [held.sources["validation"][i] for i in range(100)]
+  assert not any(r["image"].tobytes() in train_images for r in validation)
+  # The same records as the whole split's last 100, with their attributes; thresholds of the whole split.
+  for i, r in enumerate(validation):
+    np.testing.assert_array_equal(r["image"], whole.sources["train"][1337 + i]["image"])
+    np.testing.assert_array_equal(r["attributes"], whole.sources["train"][1337 + i]["attributes"])
+  assert held.sources["validation"].thresholds == whole.sources["train"].thresholds

@@ -93,3 +93,21 @@ def test_ddim_eta_outside_unit_interval_is_a_one_line_error(eta):
 def test_ddim_eta_bounds_are_allowed():
   for eta in (0.0, 1.0):
     family_module.make_sampler(_config(), SPEC, sampler="ddim", eta=eta)   # builds; jit compiles lazily
+
+
+def test_learned_variance_family_options():
+  """A learned variance doubles the U-Net's outputs and feeds the bound; bad combinations are one-line errors."""
+  learned = family_module.make(_config(variance="learned", loss="hybrid", t_sampling="importance"), SPEC)
+  state = jax.eval_shape(lambda: learned.init(jax.random.PRNGKey(0), _batch()))
+  out_kernels = [leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
+                 if "kernel" in jax.tree_util.keystr(path)]
+  assert (3, 3, 8, 2) in out_kernels                               # output conv: eps and r for 1 channel
+  assert state.model_state["loss_history"]["values"].shape == (20, 10)
+  for options, match in [(dict(variance="learned", loss="simple"), "no gradient"),
+                         (dict(loss="hybrid"), "variance=learned"),
+                         (dict(loss="l1"), "diffusion.loss"),
+                         (dict(t_sampling="importance"), "t_sampling"),
+                         (dict(variance="learned", loss="vlb", t_sampling="sometimes"), "t_sampling")]:
+    with pytest.raises(GenfamError, match=match) as error:
+      family_module.make(_config(**options), SPEC)
+    assert "\n" not in str(error.value)

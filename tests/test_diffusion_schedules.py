@@ -102,6 +102,6 @@ def test_unknown_names_fail_clearly():
   with pytest.raises(ValueError, match="schedule"):
     schedules.make_schedule("quadratic", 10)
   with pytest.raises(ValueError, match="variance"):
-    schedules.model_log_variance(schedules.make_schedule("linear", 10), "learned")
+    schedules.model_log_variance(schedules.make_schedule("linear", 10), "hybrid")
   with pytest.raises(ValueError, match="T >= 2"):
     schedules.make_schedule("linear", 1)

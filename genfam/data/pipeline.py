@@ -92,6 +92,8 @@ def split_images(source, chunk: int = 4096) -> np.ndarray:
   """All images of a split, uint8 [N, H, W, C] (from memory when the source holds them)."""
   if isinstance(source, CaptionedSource):
     source = source.base
+  if isinstance(source, Subset) and isinstance(source.base, InMemorySource):
+    return source.base.arrays["image"][source.start:source.stop]
   if isinstance(source, InMemorySource):
     return source.arrays["image"]
   read = source.__getitems__ if hasattr(source, "__getitems__") else (lambda ks: [source[k] for k in ks])
@@ -112,6 +114,43 @@ def captioned(spec, sources: dict, directory: str):
   return spec, {split: CaptionedSource(source, captions.measure_attributes(split_images(source), spec.num_bins,
                                                                             thresholds), spec, thresholds)
                 for split, source in sources.items()}
+
+
+class Subset:
+  """Records [start, stop) of a source, re-indexed from 0 (same records, same repr scheme)."""
+
+  def __init__(self, base, start: int, stop: int):
+    self.base, self.start, self.stop = base, start, stop
+
+  def __len__(self):
+    return self.stop - self.start
+
+  def __getitem__(self, index):
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} outside a subset of {len(self)} records")
+    return self.base[self.start + int(index)]
+
+  def __repr__(self):
+    return f"Subset({self.base!r}, {self.start}, {self.stop})"
+
+
+def hold_out(source, num: int):
+  """-> (train, validation): the split less its last `num` records, and those records.
+
+  The prepared train split is stored in TFDS's key-hash order, so its last
+  records are a random subset. A CaptionedSource stays one (the attributes
+  follow their records; the thresholds stay those fitted on the whole split).
+  """
+  n = len(source)
+  if not 0 < num < n:
+    raise GenfamError(f"data.validation_examples={num} must be between 1 and {n - 1}, the train split's size "
+                      f"less one: lower it (or 0 for no validation split)")
+  if isinstance(source, CaptionedSource):
+    return (CaptionedSource(Subset(source.base, 0, n - num), source.attributes[:n - num], source.spec,
+                            source.thresholds),
+            CaptionedSource(Subset(source.base, n - num, n), source.attributes[n - num:], source.spec,
+                            source.thresholds))
+  return Subset(source, 0, n - num), Subset(source, n - num, n)
 
 
 class GlobalOrderSampler:

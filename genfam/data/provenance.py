@@ -78,7 +78,8 @@ class Provenance:
   fingerprint:  'src-…' hash of the source identity (the prepared data's directory name).
   files:        the raw files' {'name', 'bytes', 'sha256'} (downloads: as first prepared).
   prepared_dir: the directory of the prepared array_record files.
-  num_train, num_test: the split sizes actually read.
+  num_train, num_test: the split sizes actually read (train less any validation split).
+  num_validation: examples held out of the prepared train split (data.validation_examples).
   """
   dataset: str
   source: str
@@ -87,13 +88,15 @@ class Provenance:
   prepared_dir: str
   num_train: int
   num_test: int
+  num_validation: int = 0
 
   def as_dict(self) -> dict:
     return {"dataset": self.dataset, "source": self.source, "fingerprint": self.fingerprint,
             "files": [dict(f) for f in self.files], "prepared_dir": self.prepared_dir,
-            "num_train": self.num_train, "num_test": self.num_test}
+            "num_train": self.num_train, "num_test": self.num_test, "num_validation": self.num_validation}
 
   def describe(self) -> str:
     """'data: fashion_mnist from DIR (src-…): 60000 train / 10000 test examples, prepared in DIR'."""
+    validation = f" / {self.num_validation} validation (held out of train)" if self.num_validation else ""
     return (f"data: {self.dataset} from {self.source} ({self.fingerprint}): {self.num_train} train / "
-            f"{self.num_test} test examples, prepared in {self.prepared_dir}")
+            f"{self.num_test} test{validation} examples, prepared in {self.prepared_dir}")

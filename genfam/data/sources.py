@@ -164,12 +164,16 @@ def load(data_config) -> Loaded:
         raise _missing_fashion_mnist("", f"; the download failed: {first_line}") from None
       raise GenfamError(f"dataset {spec.name!r} could not be downloaded ({first_line}): it needs network "
                         f"once; or use 'fashion_mnist' (Debian's dataset-fashion-mnist) or 'digits'") from None
-  from genfam.data.pipeline import captioned, in_memory
+  from genfam.data.pipeline import captioned, hold_out, in_memory
   splits = {split: in_memory(builder.as_data_source(split=split)) for split in ("train", "test")}
   # Captions and attributes, with thresholds fitted on this prepared train split and stored beside it.
   spec, splits = captioned(spec, splits, os.fspath(builder.data_dir))
+  held_out = data_config.get("validation_examples", 0)
+  if held_out:  # never trained on: for choices that must not see test (e.g. the GAN's AIS sigma^2)
+    splits["train"], splits["validation"] = hold_out(splits["train"], held_out)
   spec = dataclasses.replace(spec, num_train=len(splits["train"]), num_test=len(splits["test"]))
   origin = provenance.Provenance(
       dataset=spec.name, source=source, fingerprint=manifest["fingerprint"], files=tuple(manifest["files"]),
-      prepared_dir=os.fspath(builder.data_dir), num_train=spec.num_train, num_test=spec.num_test)
+      prepared_dir=os.fspath(builder.data_dir), num_train=spec.num_train, num_test=spec.num_test,
+      num_validation=len(splits["validation"]) if "validation" in splits else 0)
   return Loaded(spec, splits, origin)

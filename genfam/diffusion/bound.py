@@ -9,7 +9,9 @@ For integer data x in {0 .. K-1}^D mapped to bin centres x_0 on [-1, 1],
   L_0     = E_q -log P(x | x_1),  P the discretized Gaussian N(mu(x_1), sigma_1^2)
             over K bins on [-1, 1] with open edge bins (`genfam.discretized`)
 
-with p(x_{t-1} | x_t) = N(mu(x_t, eps_theta(x_t, t)), sigma_t^2 I). Each L term
+with p(x_{t-1} | x_t) = N(mu(x_t, eps_theta(x_t, t)), Sigma_t), Sigma_t = sigma_t^2 I
+fixed, or learned (Nichol & Dhariwal): log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t
+with v [B, ...] from the network (`schedules.LearnedVariance`). Each L term
 is estimated with one draw of x_t ~ q(x_t | x_0); the sum over t is exact
 (`exact_vlb`, all T terms, batched over t in chunks) or estimated without bias
 from `num_t` uniformly sampled t (`sampled_vlb`): T * mean_k L_{t_k}.
@@ -27,7 +29,8 @@ from genfam.discretized import bin_centres, discretized_gaussian_log_prob
 from genfam.diffusion import process
 from genfam.diffusion.schedules import Schedule
 
-EpsFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B, ...], t [B]) -> eps [B, ...]
+# (x_t [B, ...], t [B]) -> eps [B, ...], or (eps, v) [B, ...] each for a learned variance
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def normal_kl(mean1, log_var1, mean2, log_var2):
@@ -54,22 +57,35 @@ def decoder_nll(x_int, mean, log_var, num_bins: int):
   return -_sum_dims(discretized_gaussian_log_prob(x_int, mean, log_scale, num_bins))
 
 
+def terms_from_prediction(s: Schedule, log_variance, x_int, x0, x_t, t, eps, v, num_bins: int,
+                          clip_x0: bool = False):
+  """The bound's term at t [B] given the model's prediction eps [B, ...] (and v [B, ...]
+  for a learned variance, else None) at x_t [B, ...] -> [B] nats.
+
+  t index 0 gives L_0 (decoder NLL), t >= 1 the KL between the true posterior
+  and p(x_{t-1} | x_t) = N(mu(x_t, eps), Sigma) with log Sigma from
+  `process.log_variance_at` (fixed [T] or learned range). The hybrid loss calls
+  this with a stop-gradient eps, so its term trains only the variance.
+  """
+  mean, _ = process.reverse_mean(s, x_t, t, eps, clip_x0)
+  log_var = jnp.broadcast_to(process.log_variance_at(log_variance, t, x0.ndim, v), mean.shape)
+  true_mean, _, true_log_var = process.q_posterior(s, x0, x_t, t)
+  kl = _sum_dims(normal_kl(true_mean, jnp.broadcast_to(true_log_var, mean.shape), mean, log_var))
+  nll = decoder_nll(x_int, mean, log_var, num_bins)
+  return jnp.where(t == 0, nll, kl)
+
+
 def vlb_term(eps_fn: EpsFn, s: Schedule, log_variance, x_int, x0, t, noise, num_bins: int,
              clip_x0: bool = False):
   """One term of the bound per example at given t [B] and noise [B, ...] -> [B] nats.
 
-  x_t = q_sample(x_0, t, noise); t index 0 gives L_0 (decoder NLL), t >= 1 the
-  KL between the true posterior and p(x_{t-1} | x_t) with log variance
-  log_variance[t] ([T], from `schedules.model_log_variance`).
+  x_t = q_sample(x_0, t, noise); eps_fn(x_t, t) returns eps (fixed variance,
+  log_variance [T] from `schedules.model_log_variance`) or (eps, v) (learned,
+  log_variance a `schedules.LearnedVariance`); see `terms_from_prediction`.
   """
   x_t = process.q_sample(s, x0, t, noise)
-  mean, _ = process.reverse_mean(s, x_t, t, eps_fn(x_t, t), clip_x0)
-  log_var = process.extract(log_variance, t, x0.ndim)
-  true_mean, _, true_log_var = process.q_posterior(s, x0, x_t, t)
-  kl = _sum_dims(normal_kl(true_mean, jnp.broadcast_to(true_log_var, mean.shape), mean,
-                           jnp.broadcast_to(log_var, mean.shape)))
-  nll = decoder_nll(x_int, mean, log_var, num_bins)
-  return jnp.where(t == 0, nll, kl)
+  eps, v = process.split_output(eps_fn(x_t, t))
+  return terms_from_prediction(s, log_variance, x_int, x0, x_t, t, eps, v, num_bins, clip_x0)
 
 
 def _map_rows(row_fn, num_rows: int, chunk: int):

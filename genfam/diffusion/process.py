@@ -12,13 +12,31 @@ images x are float [B, ...] on [-1, 1].
 """
 import jax.numpy as jnp
 
-from genfam.diffusion.schedules import Schedule
+from genfam.diffusion.schedules import LearnedVariance, Schedule
 
 
 def extract(values: jnp.ndarray, t: jnp.ndarray, ndim: int) -> jnp.ndarray:
   """values[t] reshaped to broadcast against [B, ...] of rank ndim: [T], [B] -> [B, 1, ..]."""
   out = values[t]
   return out.reshape(out.shape + (1,) * (ndim - out.ndim))
+
+
+def split_output(out):
+  """A model's output -> (eps [B, ...], v [B, ...] or None): eps alone (fixed variance) or (eps, v)."""
+  return tuple(out) if isinstance(out, tuple) else (out, None)
+
+
+def log_variance_at(log_variance, t, ndim: int, v=None):
+  """log sigma_t^2 of p(x_{t-1} | x_t), broadcastable to [B, ...].
+
+  Fixed ([T] array): log_variance[t] as [B, 1, ..]. Learned (`LearnedVariance`):
+  v log beta_t + (1 - v) log beta-tilde_t with v [B, ...] from the model.
+  """
+  if isinstance(log_variance, LearnedVariance):
+    if v is None:
+      raise ValueError("a learned variance needs the model to return (eps, v)")
+    return v * extract(log_variance.max_log, t, ndim) + (1.0 - v) * extract(log_variance.min_log, t, ndim)
+  return extract(log_variance, t, ndim)
 
 
 def q_mean_log_variance(s: Schedule, x0, t):

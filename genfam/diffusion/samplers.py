@@ -2,7 +2,8 @@
 
 DDPM (Ho et al.), for t = T .. 1:
   x_{t-1} = mu(x_t, eps_theta(x_t, t)) + sigma_t z,   z ~ N(0, I), no noise at t = 1,
-with sigma_t^2 the fixed variance (beta_t or beta-tilde_t).
+with sigma_t^2 the fixed variance (beta_t or beta-tilde_t), or the learned
+Sigma_t = exp(v log beta_t + (1 - v) log beta-tilde_t) of a model returning (eps, v).
 
 DDIM (Song et al.), over a decreasing subsequence tau_S > .. > tau_1 of the
 T steps, with tau_0 := "step 0" where alpha-bar = 1:
@@ -10,13 +11,20 @@ T steps, with tau_0 := "step 0" where alpha-bar = 1:
   sigma   = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)
   x_prev  = sqrt(a_prev) x_0-hat + sqrt(1 - a_prev - sigma^2) eps + sigma z.
 eta = 0 is deterministic; eta = 1 with S = T is DDPM with sigma_t^2 = beta-tilde_t.
+With a learned variance (`log_variance` a `schedules.LearnedVariance`, the model
+returning (eps, v)), v interpolates the same two endpoints over the stride t -> prev,
+  sigma^2 = eta^2 exp(v log beta_{t|prev} + (1 - v) log beta-tilde_{t|prev}),
+  beta_{t|prev} = 1 - a_t / a_prev,  beta-tilde_{t|prev} = (1 - a_prev) / (1 - a_t) beta_{t|prev}
+(the endpoints of a respaced schedule, as improved DDPM samples with fewer steps);
+v = 0 is Song et al.'s DDIM above, and no noise is added on the last step.
 
 Both samplers draw x_T from key split(rng)[0] and the step noise at timestep
 index t from fold_in(split(rng)[1], t), so they consume the same noise at the
 same t. Timesteps are schedule indices 0 .. T-1 (paper steps 1 .. T).
 
 Classifier-free guidance: eps = eps(x, t, null) + w (eps(x, t, c) - eps(x, t, null));
-w = 0 is the unconditional model, w = 1 the conditional one.
+w = 0 is the unconditional model, w = 1 the conditional one. A learned variance's
+v comes from the conditional call (as GLIDE does).
 """
 from typing import Callable
 
@@ -25,11 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from genfam.diffusion import process
-from genfam.diffusion.schedules import Schedule
+from genfam.diffusion.schedules import LearnedVariance, Schedule
 
 SAMPLERS = ("ddpm", "ddim")
 SPACINGS = ("linspace", "leading", "trailing")
-EpsFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B, ...], t [B] int) -> eps [B, ...]
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B, ...], t [B] int) -> eps [B, ...] or (eps, v)
 
 
 def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str) -> np.ndarray:
@@ -67,8 +75,10 @@ def guided_eps_fn(eps_fn_c: Callable, condition, null_condition, weight: float) 
     return lambda x, t: eps_fn_c(x, t, condition)
 
   def eps_fn(x, t):
-    eps_null = eps_fn_c(x, t, null_condition)
-    return eps_null + weight * (eps_fn_c(x, t, condition) - eps_null)
+    eps_null, _ = process.split_output(eps_fn_c(x, t, null_condition))
+    eps_c, v_c = process.split_output(eps_fn_c(x, t, condition))
+    eps = eps_null + weight * (eps_c - eps_null)
+    return eps if v_c is None else (eps, v_c)
 
   return eps_fn
 
@@ -86,8 +96,10 @@ def initial_noise(rng, shape, dtype=jnp.float32):
 def ddpm_step(eps_fn: EpsFn, s: Schedule, log_variance, x, t, noise, clip_x0: bool = False):
   """x_{t-1} from x_t at scalar index t: [B, ...] -> [B, ...]."""
   tb = jnp.full((x.shape[0],), t, jnp.int32)
-  mean, _ = process.reverse_mean(s, x, tb, eps_fn(x, tb), clip_x0)
-  scale = jnp.where(t > 0, jnp.exp(0.5 * log_variance[t]), 0.0).astype(x.dtype)
+  eps, v = process.split_output(eps_fn(x, tb))
+  mean, _ = process.reverse_mean(s, x, tb, eps, clip_x0)
+  log_var = process.log_variance_at(log_variance, tb, x.ndim, v)
+  scale = jnp.where(t > 0, jnp.exp(0.5 * log_var), 0.0).astype(x.dtype)
   return mean + scale * noise
 
 
@@ -95,7 +107,7 @@ def ddpm_sample(eps_fn: EpsFn, s: Schedule, log_variance, rng, shape, *, clip_x0
                 x_T=None, dtype=jnp.float32, return_trajectory: bool = False):
   """DDPM ancestral sampling over all T steps: -> x_0 float [B, ...] (and [T, B, ...] trajectory).
 
-  log_variance: [T] log sigma_t^2 (`schedules.model_log_variance`).
+  log_variance: [T] log sigma_t^2, or a `LearnedVariance` (`schedules.model_log_variance`).
   x_T: optional starting noise; default drawn from rng.
   """
   rng_init, rng_steps = _step_keys(rng)
@@ -110,26 +122,41 @@ def ddpm_sample(eps_fn: EpsFn, s: Schedule, log_variance, rng, shape, *, clip_x0
   return (x, traj) if return_trajectory else x
 
 
-def ddim_step(eps_fn: EpsFn, s: Schedule, x, t, t_prev, noise, eta: float, clip_x0: bool = False):
-  """One DDIM step from index t to t_prev (< t; -1 = the end, alpha-bar = 1): [B, ...]."""
+def ddim_step(eps_fn: EpsFn, s: Schedule, x, t, t_prev, noise, eta: float, clip_x0: bool = False,
+              log_variance=None):
+  """One DDIM step from index t to t_prev (< t; -1 = the end, alpha-bar = 1): [B, ...].
+
+  log_variance: None (or fixed: unused) for Song et al.'s sigma; a `LearnedVariance`
+  for a model returning (eps, v) (see the module docstring).
+  """
   tb = jnp.full((x.shape[0],), t, jnp.int32)
-  eps = eps_fn(x, tb)
+  eps, v = process.split_output(eps_fn(x, tb))
   x0 = process.predict_x0_from_eps(s, x, tb, eps)
   if clip_x0:  # keep eps consistent with the clipped x_0-hat
     x0 = jnp.clip(x0, -1.0, 1.0)
     eps = process.predict_eps_from_x0(s, x, tb, x0)
   a_t = s.alpha_bars[t]
   a_prev = jnp.where(t_prev >= 0, s.alpha_bars[jnp.maximum(t_prev, 0)], 1.0).astype(a_t.dtype)
-  sigma = eta * jnp.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
+  if isinstance(log_variance, LearnedVariance):
+    if v is None:
+      raise ValueError("a learned variance needs the model to return (eps, v)")
+    beta = 1.0 - a_t / a_prev
+    beta_tilde = jnp.maximum((1.0 - a_prev) / (1.0 - a_t) * beta, jnp.finfo(a_t.dtype).tiny)
+    log_var = v * jnp.log(beta) + (1.0 - v) * jnp.log(beta_tilde)      # [B, ...]
+    sigma = jnp.where(t_prev >= 0, eta * jnp.exp(0.5 * log_var), 0.0).astype(x.dtype)
+  else:
+    sigma = eta * jnp.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
   direction = jnp.sqrt(jnp.maximum(1.0 - a_prev - sigma ** 2, 0.0))
   return jnp.sqrt(a_prev) * x0 + direction * eps + sigma * noise
 
 
 def ddim_sample(eps_fn: EpsFn, s: Schedule, timesteps, rng, shape, *, eta: float = 0.0,
-                clip_x0: bool = False, x_T=None, dtype=jnp.float32, return_trajectory: bool = False):
+                clip_x0: bool = False, x_T=None, dtype=jnp.float32, return_trajectory: bool = False,
+                log_variance=None):
   """DDIM over `timesteps` (int [S], decreasing, from `ddim_timesteps`): -> x_0 [B, ...].
 
-  With return_trajectory, also the [S, B, ...] states after each step.
+  With return_trajectory, also the [S, B, ...] states after each step;
+  log_variance: a `LearnedVariance` for a model returning (eps, v), else None.
   """
   ts = np.asarray(timesteps, np.int32)
   prev = np.append(ts[1:], -1).astype(np.int32)
@@ -139,7 +166,7 @@ def ddim_sample(eps_fn: EpsFn, s: Schedule, timesteps, rng, shape, *, eta: float
   def body(x, tt):
     t, t_prev = tt
     noise = jax.random.normal(jax.random.fold_in(rng_steps, t), x.shape, x.dtype)
-    x = ddim_step(eps_fn, s, x, t, t_prev, noise, eta, clip_x0)
+    x = ddim_step(eps_fn, s, x, t, t_prev, noise, eta, clip_x0, log_variance)
     return x, (x if return_trajectory else None)
 
   x, traj = jax.lax.scan(body, x, (jnp.asarray(ts), jnp.asarray(prev)))

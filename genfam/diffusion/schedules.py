@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 SCHEDULES = ("linear", "cosine")
-VARIANCES = ("beta", "posterior")
+VARIANCES = ("beta", "posterior", "learned")
+FIXED_VARIANCES = ("beta", "posterior")
 MAX_BETA = 0.999
 
 
@@ -108,20 +109,37 @@ def schedule_from_betas(betas, dtype=jnp.float32) -> Schedule:
       beta_log_variance=cast(beta_log_var))
 
 
+class LearnedVariance(NamedTuple):
+  """Nichol & Dhariwal's learned range, the endpoints of the interpolation, each [T]:
+
+    log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t,   v in [0, 1] per pixel from the network,
+
+  with Ho et al.'s convention at index 0 (both endpoints log beta-tilde_2), so
+  v = 1 is exactly the fixed 'beta' variance and v = 0 exactly 'posterior', and
+  the decoder's variance (index 0) is not learned. A model with a learned
+  variance returns (eps, v) where a fixed-variance one returns eps.
+  """
+  max_log: jnp.ndarray   # log beta_t ('beta'), [0] := log beta-tilde_2
+  min_log: jnp.ndarray   # log beta-tilde_t ('posterior'), [0] := log beta-tilde_2
+
+
 def make_schedule(name: str, num_steps: int, dtype=jnp.float32) -> Schedule:
   """Schedule `name` with T = num_steps."""
   return schedule_from_betas(betas_for(name, num_steps), dtype)
 
 
-def model_log_variance(schedule: Schedule, variance: str) -> jnp.ndarray:
-  """log sigma_t^2 [T] of the fixed reverse-process variance.
+def model_log_variance(schedule: Schedule, variance: str):
+  """log sigma_t^2 [T] of the fixed reverse-process variance, or the learned range.
 
   'posterior': sigma_t^2 = beta-tilde_t (the lower choice; Ho's "fixedsmall").
   'beta':      sigma_t^2 = beta_t (the upper choice; Ho's "fixedlarge").
   Both use beta-tilde_2 at t = 1, where sigma_1 is the decoder's scale.
+  'learned':   a `LearnedVariance` (the two arrays above as endpoints).
   """
+  if variance == "learned":
+    return LearnedVariance(max_log=schedule.beta_log_variance, min_log=schedule.posterior_log_variance)
   if variance == "posterior":
     return schedule.posterior_log_variance
   if variance == "beta":
     return schedule.beta_log_variance
-  raise ValueError(f"unknown fixed variance {variance!r}; use one of {VARIANCES}")
+  raise ValueError(f"unknown variance {variance!r}; use one of {VARIANCES}")

@@ -1,8 +1,17 @@
-"""The diffusion family: a DDPM trained on L_simple, judged by its full bound.
+"""The diffusion family: a DDPM trained on L_simple (or improved DDPM's hybrid loss),
+judged by its full bound.
 
 Training (Ho et al.): t ~ U{1..T}, eps ~ N(0, I), x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps,
   L_simple = mean ||eps - eps_theta(x_t, t, y)||^2   (per pixel; the 'loss' metric).
 x_0 is the image's bin centre on [-1, 1] (K bins: 256, or 17 for digits).
+
+Learned variances (Nichol & Dhariwal; diffusion.variance='learned'): the U-Net
+has 2C output channels, eps and r; v = (r + 1) / 2 (so a zero output is the
+geometric mean of the endpoints) and Sigma_t = exp(v log beta_t + (1 - v) log beta-tilde_t).
+diffusion.loss: 'simple', 'hybrid' (L_simple + lambda L_vlb with the stop-gradient
+on the mean, lambda = diffusion.hybrid_lambda; needs the learned variance) or
+'vlb'; diffusion.t_sampling='importance' draws t for it from the loss-squared
+history kept in TrainState.model_state (`genfam.diffusion.losses`).
 
 Evaluation: the variational bound of `genfam.diffusion.bound` with all T terms
 (likelihood kind 'vlb'), per example in bits/dim = nats / (D log 2), with its
@@ -26,7 +35,7 @@ import jax.numpy as jnp
 
 from genfam import optim
 from genfam.bits import nats_to_bpd
-from genfam.diffusion import bound, samplers, schedules
+from genfam.diffusion import bound, losses, process, samplers, schedules
 from genfam.diffusion.process import q_sample
 from genfam.discretized import bin_centres
 from genfam.errors import GenfamError
@@ -36,8 +45,9 @@ from genfam.nets.unet import UNet
 BOUND_CONDITIONS = ("label", "null")
 
 
-def make_net(model_config, spec) -> UNet:
-  """The U-Net of `config.model` for dataset `spec`; checks the image shape."""
+def make_net(model_config, spec, learned_variance: bool = False) -> UNet:
+  """The U-Net of `config.model` for dataset `spec` (2C outputs, eps and the variance's r,
+  with learned_variance); checks the image shape."""
   m = model_config
   height, width, channels = spec.image_shape
   factor = 2 ** (len(m.channel_mult) - 1)
@@ -48,10 +58,10 @@ def make_net(model_config, spec) -> UNet:
     raise GenfamError(f"images of {height}x{width} do not halve {len(m.channel_mult) - 1} times; "
                       f"give model.channel_mult at most {halvings + 1} entries")
   num_classes = spec.num_classes if m.class_conditional else 0
-  return UNet(out_channels=channels, base_channels=m.base_channels, channel_mult=tuple(m.channel_mult),
-              num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
-              dropout=m.dropout, num_classes=num_classes, p_uncond=m.p_uncond,
-              num_heads=m.num_heads, num_groups=m.num_groups)
+  return UNet(out_channels=channels * (2 if learned_variance else 1), base_channels=m.base_channels,
+              channel_mult=tuple(m.channel_mult), num_res_blocks=m.num_res_blocks,
+              attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_classes=num_classes,
+              p_uncond=m.p_uncond, num_heads=m.num_heads, num_groups=m.num_groups)
 
 
 def _process(diffusion_config):
@@ -64,9 +74,21 @@ def _process(diffusion_config):
   return sched, schedules.model_log_variance(sched, d.variance)
 
 
-def _eps_fn(net: UNet, params):
-  """(x [B, H, W, C], t [B], label [B] or None) -> eps [B, H, W, C], evaluation mode."""
-  return lambda x, t, label=None: net.apply({"params": params}, x, t, label, False)
+def _split_net_output(out, learned: bool):
+  """U-Net output [B, H, W, C or 2C] -> eps, or (eps, v) with v = (r + 1) / 2."""
+  if not learned:
+    return out
+  eps, r = jnp.split(out, 2, axis=-1)
+  return eps, 0.5 * (r + 1.0)
+
+
+def _eps_fn(net: UNet, params, learned: bool = False):
+  """(x [B, H, W, C], t [B], label [B] or None) -> eps [B, H, W, C] (or (eps, v)), evaluation mode."""
+  return lambda x, t, label=None: _split_net_output(net.apply({"params": params}, x, t, label, False), learned)
+
+
+def _learned(diffusion_config) -> bool:
+  return diffusion_config.variance == "learned"
 
 
 def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional[int] = None,
@@ -92,13 +114,14 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   if not 0.0 <= float(eta) <= 1.0:  # also rejects NaN
     raise GenfamError(f"sample.eta={eta} is outside [0, 1]; set --config.sample.eta between 0 "
                       "(deterministic DDIM) and 1 (DDPM-like noise)")
-  net = make_net(config.model, spec)
+  learned = _learned(config.diffusion)
+  net = make_net(config.model, spec, learned)
   sched, log_var = _process(config.diffusion)
   clip = bool(config.diffusion.clip_denoised)
   timesteps = samplers.ddim_timesteps(sched.num_steps, steps, spacing) if sampler == "ddim" else None
 
   def sample(params, rng, num: int, condition=None):
-    eps_c = _eps_fn(net, params)
+    eps_c = _eps_fn(net, params, learned)
     null = None if net.num_classes == 0 else jnp.full((num,), net.null_label, jnp.int32)
     if condition is None or net.num_classes == 0:
       eps_fn = lambda x, t: eps_c(x, t, null)
@@ -108,7 +131,8 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
     if sampler == "ddpm":
       x = samplers.ddpm_sample(eps_fn, sched, log_var, rng, shape, clip_x0=clip)
     else:
-      x = samplers.ddim_sample(eps_fn, sched, timesteps, rng, shape, eta=eta, clip_x0=clip)
+      x = samplers.ddim_sample(eps_fn, sched, timesteps, rng, shape, eta=eta, clip_x0=clip,
+                               log_variance=log_var if learned else None)
     return samplers.to_pixels(x, spec.num_bins)
 
   return jax.jit(sample, static_argnums=2)
@@ -117,7 +141,8 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
 def make(config, spec) -> Family:
   """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec)."""
   d = config.diffusion
-  net = make_net(config.model, spec)
+  learned = _learned(d)
+  net = make_net(config.model, spec, learned)
   sched, log_var = _process(d)
   tx = optim.optimizer_from_config(config.optim)
   ema_decay = config.optim.ema_decay
@@ -126,6 +151,22 @@ def make(config, spec) -> Family:
   if d.bound_condition not in BOUND_CONDITIONS:
     raise GenfamError(f"unknown diffusion.bound_condition {d.bound_condition!r}; use one of {BOUND_CONDITIONS}")
   clip = bool(d.clip_denoised)
+  objective, t_sampling = d.get("loss", "simple"), d.get("t_sampling", "uniform")
+  hybrid_lambda, history = float(d.get("hybrid_lambda", 1e-3)), int(d.get("loss_history", 10))
+  if objective not in losses.OBJECTIVES:
+    raise GenfamError(f"unknown diffusion.loss {objective!r}; use one of {losses.OBJECTIVES}")
+  if objective == "hybrid" and not learned:
+    raise GenfamError("diffusion.loss='hybrid' trains only a learned variance with its L_vlb term; "
+                      "set --config.diffusion.variance=learned or use loss='simple'")
+  if objective == "simple" and learned:
+    raise GenfamError("diffusion.variance='learned' gets no gradient from loss='simple'; "
+                      "set --config.diffusion.loss=hybrid (or vlb)")
+  if t_sampling not in losses.T_SAMPLING:
+    raise GenfamError(f"unknown diffusion.t_sampling {t_sampling!r}; use one of {losses.T_SAMPLING}")
+  importance = t_sampling == "importance"
+  if importance and objective == "simple":
+    raise GenfamError("diffusion.t_sampling='importance' samples t for the L_vlb term; "
+                      "set --config.diffusion.loss to 'hybrid' or 'vlb', or t_sampling='uniform'")
 
   def check(batch):
     if tuple(batch["image"].shape[1:]) != shape:
@@ -137,23 +178,38 @@ def make(config, spec) -> Family:
     x = jnp.zeros((1,) + shape, jnp.float32)
     label = jnp.zeros((1,), jnp.int32) if conditional else None
     params = jax.jit(lambda r: net.init({"params": r}, x, jnp.zeros((1,), jnp.int32), label, False))(rng)["params"]
-    return optim.scalar_loss_family_state(params, tx, ema_decay)
+    model_state = {"loss_history": losses.init_history(sched.num_steps, history)} if importance else None
+    return optim.scalar_loss_family_state(params, tx, ema_decay, model_state)
 
   def loss_fn(params, model_state, batch, rng):
     # image uint8 [B, H, W, C] -> x_0 [B, H, W, C] on [-1, 1]; t [B]; eps [B, H, W, C]
     x0 = bin_centres(batch["image"], num_bins)
     rng_t, rng_noise, rng_drop = jax.random.split(rng, 3)
-    t = jax.random.randint(rng_t, (x0.shape[0],), 0, sched.num_steps)
+    if importance:
+      probs = losses.t_probabilities(model_state["loss_history"])
+      t, weights = losses.sample_t(rng_t, probs, x0.shape[0])
+    else:
+      t = jax.random.randint(rng_t, (x0.shape[0],), 0, sched.num_steps)
+      weights = jnp.ones((x0.shape[0],), x0.dtype)
     noise = jax.random.normal(rng_noise, x0.shape, x0.dtype)
     label = batch["label"] if conditional else None
-    eps = net.apply({"params": params}, q_sample(sched, x0, t, noise), t, label, True,
-                    rngs={"dropout": rng_drop})
-    mse = jnp.mean((eps - noise) ** 2)
-    return mse, ({"mse": mse}, model_state)
+    x_t = q_sample(sched, x0, t, noise)
+    out = _split_net_output(net.apply({"params": params}, x_t, t, label, True, rngs={"dropout": rng_drop}),
+                            learned)
+    per_example, l_t = losses.objective(objective, sched, log_var, batch["image"], x0, x_t, t, noise, out,
+                                        num_bins, hybrid_lambda)
+    loss = jnp.mean(weights * per_example)
+    eps, _ = process.split_output(out)
+    metrics = {"mse": jnp.mean(losses.mse_per_example(eps, noise))}
+    if objective != "simple":
+      metrics["vlb_term_bpd"] = jnp.mean(l_t)          # L_t in bits/dim at the sampled t
+    if importance:
+      model_state = {"loss_history": losses.update_history(model_state["loss_history"], t, l_t)}
+    return loss, (metrics, model_state)
 
   def _bound_eps(params, batch):
     """eps_fn for the bound, and the label term in nats (0 or log C)."""
-    eps_c = _eps_fn(net, params)
+    eps_c = _eps_fn(net, params, learned)
     if conditional and d.bound_condition == "label":
       return (lambda x, t: eps_c(x, t, batch["label"])), math.log(net.num_classes)
     return (lambda x, t: eps_c(x, t, None)), 0.0

@@ -83,7 +83,8 @@ class SelfAttention(nn.Module):
 class UNet(nn.Module):
   """eps_theta(x_t, t, label): [B, H, W, C] float, [B] int, [B] int or None -> [B, H, W, out_channels].
 
-  out_channels:     channels of the output (C for an eps prediction).
+  out_channels:     channels of the output (C for an eps prediction; 2C for eps and the
+                    learned-variance interpolation of improved DDPM, split by the family).
   base_channels:    width of the first level; level i has base * channel_mult[i].
   channel_mult:     one entry per resolution level.
   num_res_blocks:   residual blocks per level on the way down (one more up).
