@@ -120,11 +120,24 @@ def evaluate_family(family, params, source, rng, mesh, *, num_bins: int, batch_s
         batch_size=batch_size, num_examples=num_examples, num_draws=num_draws,
         conditional_on=family.likelihood_condition)
   if family.log_likelihood is not None and extras and family.extra_likelihoods:
+    paired = None
     for j, (kind, fn) in enumerate(family.extra_likelihoods.items()):
       reports[kind] = likelihood_report(fn, params, source, jax.random.fold_in(rng, j + 1), mesh, kind=kind,
                                         num_bins=num_bins, batch_size=batch_size,
                                         num_examples=extra_num_examples or num_examples, num_draws=num_draws,
                                         conditional_on=family.likelihood_condition)
+      if reports[kind]["num_examples"] < reports[family.likelihood_kind]["num_examples"]:
+        # On fewer images than the main number: the main likelihood on those same images beside it,
+        # so the two are compared on the same images (e.g. the ELBO on IWAE-1000's first 500).
+        if paired is None:
+          paired = likelihood_report(
+              family.log_likelihood, params, source, rng, mesh, kind=family.likelihood_kind, num_bins=num_bins,
+              batch_size=batch_size, num_examples=reports[kind]["num_examples"], num_draws=num_draws,
+              conditional_on=family.likelihood_condition)
+        reports[kind]["same_images"] = {k: paired[k] for k in ("kind", "bpd", "bpd_stderr", "num_examples")}
+  for kind in reports:
+    if family.likelihood_note:
+      reports[kind]["note"] = family.likelihood_note
   if family.test_metrics is not None:
     reports[METRICS_KIND] = metrics_report(
         family.test_metrics, params, source, jax.random.fold_in(rng, 2**20), mesh,
@@ -145,8 +158,13 @@ def describe(reports: dict) -> str:
     bins = f"{r['num_bins']} bins per pixel" + ("" if r["num_bins"] == 256 else f": bits/dim uses log2({r['num_bins']})")
     cond = r.get("conditional_on")
     cond = f", conditional on {cond}: -log p(x | {cond})" if cond else ""
+    same = r.get("same_images")
+    same = (f"; {same['kind']} on the same {same['num_examples']}: {same['bpd']:.4f} ± {same['bpd_stderr']:.4f}"
+            if same else "")
+    note = f"; {r['note']}" if r.get("note") else ""
     lines.append(f"test {kind}{cond}: {r['bpd']:.4f} ± {r['bpd_stderr']:.4f} bits/dim "
-                 f"({r['num_examples']} examples, {r['num_draws']} draws, {bins})" + (f" [{parts}]" if parts else ""))
+                 f"({r['num_examples']} examples, {r['num_draws']} draws, {bins}{same}{note})"
+                 + (f" [{parts}]" if parts else ""))
   return "\n".join(lines)
 
 

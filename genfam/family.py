@@ -84,6 +84,10 @@ class Family(NamedTuple):
       Each report carries it as 'conditional_on' and the printed line says it,
       so a conditional number is never compared silently with an unconditional
       one. (A label mixture such as DDPM's sum_y p(x | y) / C is unconditional.)
+  likelihood_note: str
+      What a reader must know to compare the number, carried in every
+      likelihood report as 'note' and printed with it; e.g. a flow's: exact for
+      the dequantized density, an upper bound on the discrete NLL.
   test_metrics(params, batch, rng) -> {name: [B] float}
       Per-example test metrics of a model (1.0 / 0.0 for a hit / miss, or any
       per-example number); the evaluation averages them over the test split
@@ -115,6 +119,7 @@ class Family(NamedTuple):
   sample: Optional[Callable[..., jax.Array]]
   extra_likelihoods: Optional[Mapping[str, Callable[..., Mapping[str, jax.Array]]]] = None
   likelihood_condition: str = ""
+  likelihood_note: str = ""
   test_metrics: Optional[Callable[[PyTree, Batch, jax.Array], Mapping[str, jax.Array]]] = None
   headline_metric: str = ""
   exports: Optional[Mapping[str, Callable[..., Any]]] = None

@@ -90,9 +90,19 @@ def test_ddim_eta_outside_unit_interval_is_a_one_line_error(eta):
     family_module.make(c, SPEC)
 
 
-def test_ddim_eta_bounds_are_allowed():
+def test_ddim_runs_at_both_eta_bounds():
+  """eta = 0 and eta = 1 both run to images; from the same x_T (same key) they differ, since
+  eta = 1 adds fresh noise at every step and eta = 0 none."""
+  family = family_module.make(_config(), SPEC)
+  params = family.eval_params(family.init(jax.random.PRNGKey(0), _batch()))
+  samples = {}
   for eta in (0.0, 1.0):
-    family_module.make_sampler(_config(), SPEC, sampler="ddim", eta=eta)   # builds; jit compiles lazily
+    draw = family_module.make_sampler(_config(), SPEC, sampler="ddim", eta=eta)
+    samples[eta] = np.asarray(draw(params, jax.random.PRNGKey(1), 3, None))
+    assert samples[eta].shape == (3, *SPEC.image_shape) and samples[eta].dtype == np.uint8
+    assert samples[eta].max() < SPEC.num_bins
+    np.testing.assert_array_equal(np.asarray(draw(params, jax.random.PRNGKey(1), 3, None)), samples[eta])
+  assert (samples[0.0] != samples[1.0]).any()
 
 
 def test_learned_variance_family_options():

@@ -33,3 +33,32 @@ def test_reports_and_printed_lines_carry_the_condition(conditional):
   assert report["conditional_on"] == ("label" if conditional else None)
   line = evaluate.describe(reports)
   assert ("conditional on label: -log p(x | label)" in line) == conditional
+
+
+def test_a_flow_report_says_it_bounds_the_discrete_likelihood():
+  c = load_config("glow")
+  family = registry.make_family(c, sources.dataset_spec(c.data.name))
+  assert "upper bound on the discrete negative log-likelihood" in family.likelihood_note
+  reports = {"exact": {"kind": "exact", "conditional_on": None, "bpd": 3.5, "bpd_stderr": 0.01, "num_examples": 4,
+                       "num_draws": 1, "num_bins": 17, "note": family.likelihood_note}}
+  assert "exact for the dequantized density" in evaluate.describe(reports)
+
+
+def test_an_extra_bound_on_fewer_images_carries_the_main_one_on_the_same_images():
+  """The VAE's IWAE-k on the first n test images reports the ELBO on those same n beside it."""
+  c = load_config("vae")
+  c.eval.iwae_k = 4
+  spec, srcs = sources.data_sources(c.data)
+  family = registry.make_family(c, spec)
+  batch = next(iter(srcs["train"][i] for i in range(1)))
+  example = {k: jax.numpy.asarray(v)[None] for k, v in batch.items() if k in ("image", "label")}
+  params = family.eval_params(family.init(jax.random.PRNGKey(0), example))
+  mesh, key = sharding.data_mesh(), jax.random.PRNGKey(1)
+  reports = evaluate.evaluate_family(family, params, srcs["test"], key, mesh, num_bins=spec.num_bins, batch_size=16,
+                                     num_examples=48, extra_num_examples=16)
+  same = reports["iwae-4"]["same_images"]
+  assert reports["iwae-4"]["num_examples"] == same["num_examples"] == 16 and same["kind"] == "elbo"
+  alone = evaluate.likelihood_report(family.log_likelihood, params, srcs["test"], key, mesh, kind="elbo",
+                                     num_bins=spec.num_bins, batch_size=16, num_examples=16)
+  assert same["bpd"] == alone["bpd"] and "elbo on the same 16" in evaluate.describe(reports)
+  assert reports["iwae-4"]["bpd"] <= same["bpd"] + 3 * same["bpd_stderr"]  # IWAE-k is the tighter bound

@@ -58,6 +58,11 @@ def quantize(y: jax.Array, num_bins: int) -> jax.Array:
   return jnp.clip(jnp.floor(y * num_bins), 0, num_bins - 1).astype(jnp.uint8)
 
 
+# The flows' number (docs/DESIGN.md, "Likelihood conventions"): E_u[-log p(y)] over uniform noise is
+# -log of the discrete probability of x only up to Jensen's gap, so it bounds the discrete NLL from above.
+DEQUANTIZED_NOTE = "exact for the dequantized density; an upper bound on the discrete negative log-likelihood"
+
+
 def make(config, spec) -> Family:
   """The flow Family for dataset `spec` (a genfam.data.spec.DatasetSpec)."""
   num_classes = spec.num_classes if config.model.get("class_conditional", False) else 0
@@ -139,4 +144,5 @@ def make(config, spec) -> Family:
                 update=optim.make_scalar_loss_update(loss_fn, tx, ema_decay),
                 eval_params=eval_params, log_likelihood=log_likelihood, likelihood_kind="exact",
                 likelihood_condition="label" if num_classes else "",
+                likelihood_note=DEQUANTIZED_NOTE,
                 sample=sample)

@@ -377,6 +377,9 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
                 log_likelihood=log_likelihood, likelihood_kind="ais",
                 sample=sample_fn(gan, spec.num_bins, config.sample.temperature),
                 likelihood_condition=gan.condition,
+                likelihood_note=(f"AIS with the Gaussian observation model N(G(z, c), {e.ais_sigma2:g} I): a "
+                                 "stochastic upper bound (in expectation) on the dequantized density's NLL, itself "
+                                 "an upper bound on the discrete NLL"),
                 exports={"generate": lambda params, z, c: gan.generator.apply({"params": params}, z, c)})
 
 
