@@ -7,6 +7,7 @@ from the checkpointed grain iterator; so a run killed at any moment and
 started again with the same command continues exactly as if it had not stopped.
 """
 import json
+import math
 import os
 import resource
 import time
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam import cadence, config_checks, evaluate, images, registry, sharding
+from genfam import cadence, config_checks, evaluate, images, registry, sample_quality, sharding
 from genfam import workdir as workdir_guard
 from genfam.checkpointing import Checkpointer, config_to_dict
 from genfam.data import pipeline, sources
@@ -25,6 +26,8 @@ from genfam.logbook import Logbook, progress_bar
 
 # Eval key index of the final (and --mode=eval) evaluation.
 FINAL_EVAL = 2**31 - 1
+# The first samples of the sample-quality evaluation kept in WORKDIR/sample_quality_samples.npz.
+SAMPLE_QUALITY_KEEP = 16
 
 
 class Run:
@@ -74,6 +77,26 @@ class Run:
         self.family, self.family.eval_params(state), self.sources["test"], key, self.mesh,
         num_bins=self.spec.num_bins, batch_size=c.batch_size, num_examples=num_examples,
         num_draws=c.num_draws, extras=extras, extra_num_examples=c.get("extra_num_examples", 0))
+
+  def sample_quality(self, state, key) -> dict | None:
+    """FID / KID against the real-vs-real floor, text agreement and sampling speed
+    (`genfam.sample_quality`) when config.eval.sample_quality is set and the family samples;
+    else None. Its first samples and their conditions go to WORKDIR/sample_quality_samples.npz
+    (the comparison's pictures)."""
+    c = self.config.eval
+    if not c.get("sample_quality", False) or self.family.sample is None:
+      return None
+    judges = sample_quality.load_judges(c.get("classifier_workdir", ""), c.get("clip_workdir", ""), self.spec.name)
+    condition = sample_quality.sample_condition(self.family.likelihood_condition,
+                                                self.config.sample.get("conditional", False))
+    report = sample_quality.evaluate(
+        self.family.sample, self.family.eval_params(state), self.sources["test"], self.sources["train"], self.spec,
+        key, judges, condition=condition, num_samples=c.get("num_samples", 10000),
+        sample_batch_size=c.get("sample_batch_size", 500), batch_size=c.batch_size, keep=SAMPLE_QUALITY_KEEP)
+    first = report.pop("first_samples")  # the first samples and their conditions, for comparison pictures
+    if is_primary():
+      np.savez(os.path.join(self.workdir, "sample_quality_samples.npz"), condition=condition, **first)
+    return report
 
   def sample_grid(self, state, step: int, path: str = "", condition=None) -> str | None:
     """Samples config.sample.num images into a PNG: conditioned on `condition` (labels [num]
@@ -178,6 +201,10 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
     budget = c.get("max_train_seconds", 0.0)
     return budget > 0 and seconds_before + time.time() - session_start >= budget
 
+  # config.eval.every_seconds: also evaluate (as train.eval_every does) each time the run's
+  # training time passes a multiple of it, so runs on a time budget get a curve over time.
+  eval_period = float(config.eval.get("every_seconds", 0.0))
+  next_eval_seconds = (math.floor(seconds_before / eval_period) + 1) * eval_period if eval_period > 0 else 0.0
   bar = progress_bar(total, step, c.progress)
   consecutive_bad, first_bad, last_eval, timer = 0, None, {}, None
   images_seen, start_step = 0, step
@@ -210,10 +237,14 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
       note_alerts(row, step, alerts)
       bar.set_postfix(loss=f"{row['loss']:.4f}" if isinstance(row["loss"], float) else row["loss"],
                       **({name: f"{value:.4f}" for name, value in [evaluate.headline(last_eval)]} if last_eval else {}))
-    if c.eval_every > 0 and cadence.is_due(step, c.eval_every, total) and step != total:
+    seconds = seconds_before + time.time() - session_start
+    due_by_time = eval_period > 0 and seconds >= next_eval_seconds
+    if ((c.eval_every > 0 and cadence.is_due(step, c.eval_every, total)) or due_by_time) and step != total:
       reports = run.evaluate(state, c.eval_examples, extras=False, key=jax.random.fold_in(run.eval_key, step))
       last_eval = next(iter(reports.values()))
-      logbook.write(step, "eval", {k: v for k, v in last_eval.items() if isinstance(v, (int, float))})
+      logbook.write(step, "eval", {**{k: v for k, v in last_eval.items() if isinstance(v, (int, float))},
+                                   "train_seconds": seconds})
+      next_eval_seconds = (math.floor(seconds / eval_period) + 1) * eval_period if eval_period > 0 else 0.0
     if c.sample_every > 0 and cadence.is_due(step, c.sample_every, total) and step != total:
       run.sample_grid(state, step)
     if cadence.is_due(step, c.checkpoint_every, total):
@@ -234,7 +265,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
   train_images_per_s = images_seen / (time.time() - timer) if timer and images_seen else None
   if train_images_per_s is None:  # nothing trained in this session: keep the last session's rate
     train_images_per_s = previous_results(workdir).get("train_images_per_s")
-  summary = finish(run, state, step, logbook)
+  summary = finish(run, state, step, logbook, train_seconds)
   summary["train_images_per_s"] = train_images_per_s
   summary["nonfinite_steps"] = nonfinite_total
   summary["alerts"] = alerts
@@ -269,19 +300,30 @@ def previous_results(workdir: str) -> dict:
     return json.load(f)
 
 
-def finish(run: Run, state, step: int, logbook: Logbook) -> dict:
+def finish(run: Run, state, step: int, logbook: Logbook, train_seconds: float | None = None) -> dict:
   """The end of a run (also re-run when a finished job is restarted): full test
-  evaluation with every bound the family offers, and a sample grid."""
+  evaluation with every bound the family offers, sample quality if the config asks
+  (eval.sample_quality), and a sample grid. `train_seconds` (the run's training time)
+  goes into the logged test rows."""
   reports = run.evaluate(state, run.config.eval.num_examples, extras=True,
                          key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
+  timing = {} if train_seconds is None else {"train_seconds": train_seconds}
   for kind, report in reports.items():
-    logbook.write(step, f"test/{kind}", {k: v for k, v in report.items() if isinstance(v, (int, float))})
+    logbook.write(step, f"test/{kind}", {**{k: v for k, v in report.items() if isinstance(v, (int, float))}, **timing})
   print(evaluate.describe(reports), flush=True)
+  quality = run.sample_quality(state, jax.random.fold_in(run.sample_key, FINAL_EVAL))
+  if quality is not None:
+    logbook.write(step, "test/sample_quality", {**{k: v for k, v in quality.items() if isinstance(v, (int, float))},
+                                                **timing})
+    print(sample_quality.describe(quality), flush=True)
   grid = run.sample_grid(state, step, os.path.join(run.workdir, "samples.png"))
   if grid:
     print(f"samples: {grid}", flush=True)
-  return {"step": step, "family": run.config.family, "dataset": run.spec.name, "data": run.provenance.as_dict(),
-          "test": reports, "samples": grid}
+  summary = {"step": step, "family": run.config.family, "dataset": run.spec.name, "data": run.provenance.as_dict(),
+             "test": reports, "samples": grid}
+  if quality is not None:
+    summary["sample_quality"] = quality
+  return summary
 
 
 def evaluate_workdir(config, workdir: str) -> dict:
@@ -292,6 +334,10 @@ def evaluate_workdir(config, workdir: str) -> dict:
                          key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
   print(evaluate.describe(reports), flush=True)
   summary = {"step": int(meta["step"]), "data": run.provenance.as_dict(), "test": reports}
+  quality = run.sample_quality(state, jax.random.fold_in(run.sample_key, FINAL_EVAL))
+  if quality is not None:
+    print(sample_quality.describe(quality), flush=True)
+    summary["sample_quality"] = quality
   if is_primary():
     with open(os.path.join(workdir, f"eval_step_{int(meta['step'])}.json"), "w") as f:
       json.dump(summary, f, indent=2)

@@ -1,0 +1,317 @@
+"""The cross-family comparison: every family trained for the same wall-clock budget, judged by one evaluation.
+
+  python -m experiments.compare --root=runs/compare --budget_minutes=20          # an evening on a 2-core laptop
+  python -m experiments.compare --root=runs/compare --budget_minutes=60          # continues the same runs
+  python -m experiments.compare --smoke --root=/tmp/compare-smoke                # every smoke config, seconds each
+
+What it does, in order:
+1. Trains the judges, the domain classifier (configs/classifier.py) and CLIP
+   (configs/clip.py), into ROOT/classifier and ROOT/clip (their own step counts,
+   capped by --judge_budget_minutes).
+2. Trains (or resumes) every generative entry of ENTRIES in ROOT/<name> as an
+   ordinary `python -m genfam.main` run (a subprocess each; --in_process for
+   tests) on the same data, with train.max_train_seconds = the budget and
+   train.num_steps out of reach, so the budget decides where each stops; rerun
+   with a larger budget and the runs continue. Each run evaluates every
+   `eval.every_seconds` = budget / 8 of training (train.eval_examples test
+   images: the bits/dim-over-time curve), then at its end the full likelihood
+   evaluation and, with eval.sample_quality, FID / KID on the classifier's
+   features beside the real-vs-real floor, text agreement and sampling speed
+   (`genfam.sample_quality`) on the same test images and N samples.
+   A run whose budget and settings have not changed since it finished
+   (ROOT/<name>/compare_stamp.json) is not run again.
+3. Writes OUT (default experiments/results/compare; ROOT/results with --smoke):
+   compare.md / compare.csv / compare.json, one row per entry, and the plots of
+   `experiments.compare_plots`; notebooks/compare.ipynb shows them.
+
+Likelihoods: each row says what its number is (exact; an upper bound; an
+estimate of an upper bound) and what it is conditioned on; numbers are
+comparable only within one condition, and a bound only says the model is at
+least that good.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAR_AWAY_STEPS = 10**9      # train.num_steps of a budgeted run: the budget stops it
+EVALS_PER_BUDGET = 8        # eval.every_seconds = budget / this
+
+
+class Entry(NamedTuple):
+  """One row of the comparison: configs/<config>.py[:variant] with overrides.
+
+  The smoke run uses variant 'smoke' (or '<variant>_smoke'); text_encoder: the
+  run needs model.text_encoder_workdir = the comparison's CLIP.
+  """
+  name: str
+  config: str
+  variant: str = ""
+  overrides: tuple = ()
+  text_encoder: bool = False
+
+  def config_arg(self, smoke: bool) -> str:
+    variant = (f"{self.variant}_smoke" if self.variant else "smoke") if smoke else self.variant
+    return os.path.join(REPO, "configs", f"{self.config}.py") + (f":{variant}" if variant else "")
+
+
+JUDGES = (Entry("classifier", "classifier"), Entry("clip", "clip"))
+ENTRIES = (
+    Entry("independent", "independent"),
+    Entry("realnvp", "realnvp"),
+    Entry("glow", "glow"),
+    Entry("vae", "vae"),
+    Entry("ddpm", "ddpm"),
+    Entry("iddpm", "iddpm"),
+    Entry("vdm", "vdm"),
+    Entry("igpt", "igpt"),
+    Entry("gan", "gan"),
+    Entry("ddpm_caption", "ddpm", "caption", text_encoder=True),
+    Entry("igpt_caption", "igpt", overrides=(("model.condition", "caption"),)),
+    Entry("gan_caption", "gan", "caption", text_encoder=True),
+)
+
+
+def overrides_for(entry: Entry, args, root: str) -> dict:
+  """The --config.<key>=<value> of one entry's run (judges: data and budget only)."""
+  out = dict(entry.overrides)
+  out["train.progress"] = False
+  if args.dataset:
+    out["data.name"] = args.dataset
+  if entry in JUDGES:
+    if args.judge_budget_minutes > 0 and not args.smoke:
+      out["train.max_train_seconds"] = 60.0 * args.judge_budget_minutes
+    return out
+  budget = 60.0 * args.budget_minutes
+  out["train.max_train_seconds"] = budget
+  if not args.smoke:  # smoke configs keep their few steps: the budget or the steps, whichever ends first
+    out["train.num_steps"] = FAR_AWAY_STEPS
+    out["eval.every_seconds"] = budget / EVALS_PER_BUDGET
+  out.update({"eval.sample_quality": True, "eval.classifier_workdir": os.path.join(root, "classifier"),
+              "eval.clip_workdir": os.path.join(root, "clip"), "eval.num_samples": args.num_samples})
+  if args.smoke:  # draws of the sample grid's size: one compiled sampler serves both; no periodic work
+    out.update({"train.eval_every": 0, "train.checkpoint_every": 0})
+    from genfam import config_files
+    path, _, variant = entry.config_arg(True).partition(":")
+    out["eval.sample_batch_size"] = int(config_files.load(path, variant).sample.num)
+  if entry.text_encoder:
+    out["model.text_encoder_workdir"] = os.path.join(root, "clip")
+  return out
+
+
+def command(entry: Entry, workdir: str, overrides: dict, smoke: bool) -> list[str]:
+  return [sys.executable, "-m", "genfam.main", f"--config={entry.config_arg(smoke)}", f"--workdir={workdir}",
+          *[f"--config.{k}={v}" for k, v in overrides.items()]]
+
+
+def apply_overrides(config, overrides: dict):
+  """config with `overrides` ({'a.b': value}) set, as --config.a.b=value would."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = float(value) if isinstance(node.get(leaf), float) and not isinstance(value, bool) else value
+  return config
+
+
+def train_entry(entry: Entry, root: str, args) -> dict:
+  """Trains / resumes / re-evaluates one entry unless its stamp says it is done; -> its results.json."""
+  workdir = os.path.join(root, entry.name)
+  overrides = overrides_for(entry, args, root)
+  cmd = command(entry, workdir, overrides, args.smoke)
+  stamp = {"config": entry.config_arg(args.smoke).replace(REPO + os.sep, ""), "overrides": overrides}
+  stamp_path, results_path = os.path.join(workdir, "compare_stamp.json"), os.path.join(workdir, "results.json")
+  if os.path.exists(stamp_path) and os.path.exists(results_path):
+    with open(stamp_path) as f:
+      if json.load(f) == stamp:
+        print(f"{entry.name}: done with these settings ({workdir})", flush=True)
+        with open(results_path) as g:
+          return json.load(g)
+  print(f"{entry.name}: $ python -m genfam.main " + " ".join(cmd[3:]).replace(REPO + os.sep, ""), flush=True)
+  start = time.time()
+  if args.in_process:
+    from genfam import config_files, train
+    path, _, variant = entry.config_arg(args.smoke).partition(":")
+    train.train_and_evaluate(apply_overrides(config_files.load(path, variant), overrides), workdir)
+  else:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "compare.log"), "a") as log:
+      subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+  print(f"{entry.name}: finished in {time.time() - start:.0f} s", flush=True)
+  with open(stamp_path, "w") as f:
+    json.dump(stamp, f, indent=1)
+  with open(results_path) as f:
+    return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------- the table
+
+def likelihood_type(kind: str, report: dict) -> str:
+  """What a likelihood number is, for the discrete data: 'exact', 'upper bound' or an estimate of one."""
+  if kind == "ais":
+    return "stochastic upper bound (AIS estimate)"
+  if kind.startswith(("vlb-sampled-", "vlb-continuous-")):
+    return "estimate of an upper bound"
+  if "discretization_bpd" in report:  # a density of dequantized data: exact for it, a bound on the discrete NLL
+    return "upper bound (exact for the dequantized density)"
+  if kind == "exact":
+    return "exact"
+  return "upper bound"
+
+
+def parameter_count(config) -> int:
+  """Number of parameters of the family's eval_params (the GAN: its generator), from shapes alone."""
+  import jax
+  import numpy as np
+
+  from genfam import frozen, registry
+  from genfam.data import sources
+  spec = sources.dataset_spec(config.data.name)
+  family = registry.make_family(config, spec)
+  state = jax.eval_shape(family.init, jax.random.PRNGKey(0), frozen.example_batch(spec, 2))
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(family.eval_params(state))))
+
+
+def row(entry: Entry, root: str, result: dict, smoke: bool) -> dict:
+  """The comparison row of one finished entry (None: does not apply)."""
+  import ml_collections
+  workdir = os.path.join(root, entry.name)
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  kind, report = next((k, r) for k, r in result["test"].items() if k != "metrics")
+  extras = [f"{k} {r['bpd']:.3f} ± {r['bpd_stderr']:.3f} ({r['num_examples']} images)"
+            for k, r in result["test"].items() if k not in (kind, "metrics")]
+  q = result["sample_quality"]
+  attrs = [q[k] for k in q if k.endswith("_agreement") and k != "class_agreement" and not math.isnan(q[k])]
+  attrs_real = [q[k] for k in q if k.endswith("_agreement_real") and k != "class_agreement_real"]
+  return {
+      "name": entry.name, "family": config.family, "config": entry.config_arg(smoke).replace(REPO + os.sep, ""),
+      "condition": report.get("conditional_on") or "none", "likelihood_kind": kind,
+      "likelihood_type": likelihood_type(kind, report), "bpd": report["bpd"], "bpd_stderr": report["bpd_stderr"],
+      "test_images": report["num_examples"], "other_bounds": "; ".join(extras) or "none",
+      "likelihood_seconds_per_image": report["seconds"] / max(report["num_examples"], 1),
+      "samples_conditioned_on": q["condition"] or "none", "num_samples": q["num_samples"],
+      "fid": q["fid"], "fid_floor": q["fid_floor"], "kid": q["kid"], "kid_std": q["kid_std"],
+      "kid_floor": q["kid_floor"],
+      "class_agreement": q.get("class_agreement"), "class_agreement_real": q.get("class_agreement_real"),
+      "attribute_agreement": sum(attrs) / len(attrs) if attrs else None,
+      "attribute_agreement_real": sum(attrs_real) / len(attrs_real) if attrs_real else None,
+      "clip_cosine": q.get("clip_cosine"), "clip_cosine_real": q.get("clip_cosine_real"),
+      "parameters": parameter_count(config), "steps": result["step"],
+      "train_minutes": result["train_seconds"] / 60, "train_images_per_s": result.get("train_images_per_s"),
+      "sample_images_per_s": q["sample_images_per_s"], "workdir": workdir}
+
+
+def _pm(value, err, digits):
+  return f"{value:.{digits}f} ± {err:.{digits}f}"
+
+
+def _or_na(value, fmt):
+  return "n/a" if value is None else fmt(value)
+
+
+def markdown(rows: list[dict], args) -> str:
+  """The table, then which likelihoods may be compared with which."""
+  head = ("| family | likelihood (bits/dim) | what it is | conditional on | test images | other bounds | FID (floor) | "
+          "KID (floor) | class agreement (real) | attribute agreement (real) | CLIP cosine (real) | parameters | "
+          "training | train images/s | sample images/s |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for r in rows:
+    cells = [f"{r['name']} (`{r['config']}`)", f"{_pm(r['bpd'], r['bpd_stderr'], 3)} ({r['likelihood_kind']})",
+             r["likelihood_type"], r["condition"], str(r["test_images"]), r["other_bounds"],
+             f"{r['fid']:.2f} ({r['fid_floor']:.2f})", f"{r['kid']:.4f} ({r['kid_floor']:.4f})",
+             _or_na(r["class_agreement"], lambda v: f"{v:.3f} ({r['class_agreement_real']:.3f})"),
+             _or_na(r["attribute_agreement"], lambda v: f"{v:.3f} ({r['attribute_agreement_real']:.3f})"),
+             _or_na(r["clip_cosine"], lambda v: f"{v:.3f} ({r['clip_cosine_real']:.3f})"),
+             f"{r['parameters']:,}", f"{r['train_minutes']:.1f} min, {r['steps']} steps",
+             _or_na(r["train_images_per_s"], lambda v: f"{v:.0f}"), f"{r['sample_images_per_s']:.1f}"]
+    lines.append("| " + " | ".join(cells) + " |")
+  groups = {}
+  for r in rows:
+    groups.setdefault(r["condition"], []).append(r)
+  notes = ["", f"Budget {args.budget_minutes:g} min of training per family; FID / KID on the domain classifier's "
+           f"features between {rows[0]['num_samples'] if rows else args.num_samples} samples and the first test "
+           "images, floor = as many train images against the same test images; agreement columns only for "
+           "conditional samples (label: class; caption: class, attributes, CLIP), real test images in brackets.",
+           "", "Likelihoods may be compared only within one condition (-log p(x), -log p(x | label), "
+           "-log p(x | caption)); an exact number is the model's own, a bound lies above it, so a bound below "
+           "another row's exact number shows that model is better, while a bound above it shows nothing:"]
+  for condition, members in groups.items():
+    ranked = sorted(members, key=lambda r: r["bpd"])
+    what = "-log p(x)" if condition == "none" else f"-log p(x | {condition})"
+    notes.append(f"- {what}: " + ", ".join(f"{r['name']} {r['bpd']:.3f} ({r['likelihood_type']})" for r in ranked))
+  return "\n".join(lines + notes) + "\n"
+
+
+def write_outputs(rows: list[dict], out: str, root: str, args) -> dict:
+  """compare.md / .csv / .json and the plots in `out`; -> {name: path}."""
+  from experiments import compare_plots
+  os.makedirs(out, exist_ok=True)
+  paths = {"markdown": os.path.join(out, "compare.md"), "csv": os.path.join(out, "compare.csv"),
+           "json": os.path.join(out, "compare.json")}
+  with open(paths["markdown"], "w") as f:
+    f.write(markdown(rows, args))
+  with open(paths["csv"], "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+  with open(paths["json"], "w") as f:
+    json.dump({"budget_minutes": args.budget_minutes, "num_samples": args.num_samples, "smoke": args.smoke,
+               "root": root, "rows": rows}, f, indent=2)
+  paths.update(compare_plots.draw_all(rows, out))
+  return paths
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--root", default="runs/compare", help="where the runs live (ROOT/<name>)")
+  parser.add_argument("--out", default="", help="tables and plots (default experiments/results/compare; "
+                      "ROOT/results with --smoke)")
+  parser.add_argument("--budget_minutes", type=float, default=None,
+                      help="training wall-clock per family (default 20; 1 with --smoke, where the steps end first)")
+  parser.add_argument("--judge_budget_minutes", type=float, default=30.0,
+                      help="cap on the classifier's and CLIP's training (0: their configs' step counts)")
+  parser.add_argument("--num_samples", type=int, default=None, help="N of FID / KID (default 10000; 32 with --smoke)")
+  parser.add_argument("--dataset", default="", help="data.name for every run (default: each config's own)")
+  parser.add_argument("--only", default="", help="comma-separated entry names (default: all)")
+  parser.add_argument("--smoke", action="store_true", help="every smoke config, a tiny budget and N")
+  parser.add_argument("--in_process", action="store_true", help="train in this process (tests), not subprocesses")
+  args = parser.parse_args(argv)
+  args.budget_minutes = args.budget_minutes if args.budget_minutes is not None else (1.0 if args.smoke else 20.0)
+  args.num_samples = args.num_samples or (32 if args.smoke else 10000)
+  root = os.path.abspath(args.root)
+  out = args.out or (os.path.join(root, "results") if args.smoke else os.path.join(REPO, "experiments", "results",
+                                                                                     "compare"))
+  names = [n for n in args.only.split(",") if n]
+  unknown = sorted(set(names) - {e.name for e in ENTRIES})
+  if unknown:
+    raise SystemExit(f"error: unknown entries {unknown}; choose from {[e.name for e in ENTRIES]}")
+  entries = [e for e in ENTRIES if not names or e.name in names]
+  for judge in JUDGES:
+    train_entry(judge, root, args)
+  rows, failed = [], []
+  for entry in entries:
+    try:
+      rows.append(row(entry, root, train_entry(entry, root, args), args.smoke))
+    except (subprocess.CalledProcessError, KeyError) as e:
+      if args.in_process:
+        raise
+      failed.append(entry.name)
+      print(f"{entry.name}: FAILED ({e}); see {os.path.join(root, entry.name, 'compare.log')}", flush=True)
+  paths = write_outputs(rows, out, root, args) if rows else {}
+  for name, path in paths.items():
+    print(f"{name}: {path}")
+  if failed:
+    raise SystemExit(f"error: {', '.join(failed)} failed; rerun the same command to resume them")
+  return {"rows": rows, "paths": paths}
+
+
+if __name__ == "__main__":
+  main()

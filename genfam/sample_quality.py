@@ -1,0 +1,243 @@
+"""Sample quality, text agreement and sampling speed: one evaluation for every generative family.
+
+The same code, test images and sample count N judge every family that has a
+sampler (docs/DESIGN.md, "Evaluation beyond likelihood"); the judges are the
+frozen domain classifier (configs/classifier.py, `eval.classifier_workdir`) and,
+for caption models, the frozen contrastive encoders (configs/clip.py,
+`eval.clip_workdir`), both restored with `genfam.frozen.load_frozen`.
+
+Reference set: the first M = min(N, test size) test images, with their labels
+and evaluation captions (seed `pipeline.EVAL_CAPTION_SEED`, epoch 0: what
+`pipeline.eval_batches` gives). Sample i is drawn
+- unconditionally by an unconditional model (condition ''),
+- from the label of test image i mod M by a label model (condition 'label'),
+- from the caption of test image i mod M by a caption model (condition 'caption'),
+so a conditional model's class mix is the test split's.
+
+FID and KID (`genfam.fid`) on the classifier's penultimate features f(x) in R^F:
+  fid = FID(f(samples), f(reference)),   kid = KID(f(samples), f(reference)),
+beside the real-vs-real floor: the first min(N, train size) TRAIN images against
+the same reference, at the same N (FID is biased in N; KID is not).
+
+Text agreement (conditional models), over samples i with condition c_i from test image j = i mod M:
+  class_agreement   = 1/N sum_i [argmax classifier(x_i) = label_j]      (label and caption models)
+  <attr>_agreement  = mean over the samples whose caption names attribute a of
+                      [measure_a(x_i) = the caption's value of a]        (caption models)
+  clip_cosine       = 1/N sum_i t(c_i) . v(x_i)                          (caption models, unit-norm CLIP embeddings)
+with `captions.measure_attributes` under the dataset's own thresholds. The same
+numbers for the M real test images with their own captions ('<name>_real') are
+the ceiling; the attribute ceiling is 1 exactly, since a caption names the
+measured attributes of its image. '<attr>_named' is the share of captions that
+name attribute a.
+
+Speed: sample_images_per_s over the draws after the first (which compiles);
+with a single draw, over that one ('sample_speed_includes_compile' = 1).
+"""
+import math
+import time
+from typing import NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from genfam import fid, sharding
+from genfam.data import captions, pipeline
+from genfam.errors import GenfamError
+
+CONDITIONS = ("", "label", "caption")
+
+
+class Judges(NamedTuple):
+  """The frozen models that judge samples: the domain classifier, and CLIP (or None)."""
+  classifier: object   # genfam.frozen.Frozen of configs/classifier.py
+  clip: Optional[object]  # genfam.frozen.Frozen of configs/clip.py, or None
+
+
+def load_judges(classifier_workdir: str, clip_workdir: str, dataset: str) -> Judges:
+  """Restores the classifier (required) and CLIP (if `clip_workdir`) trained on `dataset`."""
+  from genfam import frozen
+  classifier = frozen.load_frozen(classifier_workdir, "classifier", dataset=dataset, key="eval.classifier_workdir")
+  clip = frozen.load_frozen(clip_workdir, "clip", dataset=dataset, key="eval.clip_workdir") if clip_workdir else None
+  return Judges(classifier, clip)
+
+
+def sample_condition(likelihood_condition: str, sample_conditional: bool) -> str:
+  """What samples are conditioned on: the likelihood's condition ('label', 'caption'), else
+  'label' for a label-mixture model that samples by label (config.sample.conditional, e.g.
+  DDPM's sum_y p(x | y) / C), else '' (unconditional)."""
+  if likelihood_condition not in CONDITIONS:
+    raise ValueError(f"unknown condition {likelihood_condition!r}; use one of {CONDITIONS}")
+  return likelihood_condition or ("label" if sample_conditional else "")
+
+
+def reference(source, num: int) -> dict:
+  """The first `num` records of a (test) split as the evaluation reads them:
+  {'image' uint8 [M, H, W, C], 'label' int32 [M], and for a CaptionedSource
+  'attributes' int32 [M, A], 'caption' int32 [M, L]} (the captions of `pipeline.eval_batches`)."""
+  num = min(num, len(source))
+  spec = getattr(source, "spec", None)
+  out = {"image": pipeline.split_images(source)[:num],
+         "label": np.array([int(source[i]["label"]) for i in range(num)], np.int32)}
+  if isinstance(source, pipeline.CaptionedSource):
+    out["attributes"] = np.asarray(source.attributes[:num], np.int32)
+    out["caption"] = np.stack([captions.example_caption(spec, pipeline.EVAL_CAPTION_SEED, i, 0, out["label"][i],
+                                                        out["attributes"][i]) for i in range(num)])
+  return out
+
+
+def draw_samples(sample, params, rng, num: int, batch_size: int, condition=None) -> tuple[np.ndarray, dict]:
+  """`num` samples in draws of b = min(batch_size, num) (the last draw's surplus dropped), and their speed.
+
+  sample(params, rng, b, condition) -> uint8 [b, H, W, C]; condition: None or an
+  array whose leading axis is num (labels [num], caption tokens [num, L]).
+  -> (uint8 [num, H, W, C], {'sample_images_per_s', 'sample_seconds',
+      'sample_first_draw_seconds', 'sample_batch_size', 'sample_speed_includes_compile'}).
+  """
+  b = max(1, min(batch_size, num))
+  draws, chunks, seconds = -(-num // b), [], []
+  for i in range(draws):
+    c = None
+    if condition is not None:
+      rows = np.arange(i * b, (i + 1) * b) % num  # a short last draw repeats the first conditions
+      c = np.asarray(condition)[rows]
+    start = time.perf_counter()
+    chunks.append(sharding.to_host(sample(params, jax.random.fold_in(rng, i), b, c)))
+    seconds.append(time.perf_counter() - start)
+  images = np.concatenate(chunks)[:num]
+  steady = draws > 1
+  speed = {"sample_images_per_s": (b * (draws - 1) / sum(seconds[1:])) if steady else num / seconds[0],
+           "sample_seconds": float(sum(seconds)), "sample_first_draw_seconds": float(seconds[0]),
+           "sample_batch_size": b, "sample_speed_includes_compile": 0.0 if steady else 1.0}
+  return images, speed
+
+
+def batched(fn, batch_size: int):
+  """fn(*arrays [b, ...]) -> [b, ...] applied to arrays [N, ...] in jitted batches of a fixed size
+  (the last one padded with its first row), results concatenated: -> [N, ...] numpy."""
+  jitted = jax.jit(fn)
+
+  def apply(*arrays):
+    n = len(arrays[0])
+    out = []
+    for s in range(0, n, batch_size):
+      chunk = [np.asarray(a[s:s + batch_size]) for a in arrays]
+      short = batch_size - len(chunk[0])
+      chunk = [np.concatenate([c, np.repeat(c[:1], short, 0)]) if short else c for c in chunk]
+      out.append(np.asarray(jitted(*chunk))[:batch_size - short])
+    return np.concatenate(out)
+
+  return apply
+
+
+def named_attributes(tokens: np.ndarray, spec) -> np.ndarray:
+  """Caption tokens int [N, L] -> int32 [N, A]: the value index of each attribute the caption
+  names, -1 where it names none (value words are distinct across attributes)."""
+  ids = {w: i for i, w in enumerate(spec.vocabulary)}
+  tokens = np.asarray(tokens)
+  out = np.full((len(tokens), len(spec.attribute_names)), -1, np.int32)
+  for a, values in enumerate(spec.attribute_values):
+    for v, word in enumerate(values):
+      out[(tokens == ids[word]).any(axis=1), a] = v
+  return out
+
+
+def text_agreement(images, labels, tokens, judges: Judges, spec, thresholds: dict, batch_size: int,
+                   *, attributes: bool = True) -> dict:
+  """Agreement of images uint8 [N, H, W, C] with their conditions (formulas in the module docstring).
+
+  labels: int [N], the class of the caption (or the label) each image was drawn from.
+  tokens: int [N, L] caption tokens, or None for a label model (then only class_agreement).
+  -> {'class_agreement'[, '<attr>_agreement', '<attr>_named', 'clip_cosine']}; an attribute no
+  caption names gets agreement nan.
+  """
+  classifier = judges.classifier
+  predicted = batched(lambda x: classifier.functions["predict"](classifier.params, x)["class"], batch_size)(images)
+  out = {"class_agreement": float(np.mean(predicted == np.asarray(labels)))}
+  if tokens is None or not attributes:
+    return out
+  measured = captions.measure_attributes(images, spec.num_bins, thresholds)   # [N, A]
+  named = named_attributes(tokens, spec)                                       # [N, A]
+  for a, name in enumerate(spec.attribute_names):
+    rows = named[:, a] >= 0
+    out[f"{name}_agreement"] = float(np.mean(measured[rows, a] == named[rows, a])) if rows.any() else math.nan
+    out[f"{name}_named"] = float(rows.mean())
+  if judges.clip is not None:
+    clip = judges.clip
+    cosine = batched(lambda x, t: clip.functions["agreement"](clip.params, x, t), batch_size)(images, tokens)
+    out["clip_cosine"] = float(np.mean(cosine))
+  return out
+
+
+def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, condition: str, num_samples: int,
+             sample_batch_size: int, batch_size: int, kid_subsets: int = 100, kid_subset_size: int = 1000,
+             keep: int = 0) -> dict:
+  """The sample-quality report of one model (kind 'sample_quality'; see the module docstring).
+
+  sample(params, rng, num, condition) -> uint8 [num, H, W, C]: the family's sampler.
+  test, train: the splits (CaptionedSource for caption models: thresholds and captions).
+  condition: '', 'label' or 'caption' (`sample_condition`).
+  -> {'kind': 'sample_quality', 'condition', 'num_samples', 'num_reference', 'num_floor',
+      'fid', 'kid', 'kid_std', 'fid_floor', 'kid_floor', 'kid_floor_std', speed (`draw_samples`),
+      text agreement and its '<name>_real' ceiling (conditional models), 'seconds'}; with `keep`,
+      also 'first_samples': {'image' uint8 [k, H, W, C], 'label' [k][, 'caption' [k, L]]}, the
+      first k = min(keep, N) samples and the test conditions they were drawn from (label and
+      caption of test images 0..k-1 (mod M); for pictures, not a number).
+  """
+  if condition not in CONDITIONS:
+    raise ValueError(f"unknown condition {condition!r}; use one of {CONDITIONS}")
+  if num_samples < 2:
+    raise GenfamError(f"eval.num_samples={num_samples} is too few for FID and KID: set it to at least 2 "
+                      f"(the comparison uses 10000)")
+  if condition == "caption" and not isinstance(test, pipeline.CaptionedSource):
+    raise GenfamError("a caption model is judged on the test captions, but the test split has none: "
+                      "use a captioned dataset (genfam.data.sources.load)")
+  start = time.time()
+  ref = reference(test, num_samples)
+  m = len(ref["label"])
+  rows = np.arange(num_samples) % m                                                # test image of sample i
+  cond = {"": None, "label": ref["label"][rows], "caption": ref.get("caption", np.zeros((m, 0)))[rows]}[condition]
+  samples, speed = draw_samples(sample, params, rng, num_samples, sample_batch_size, cond)
+  if samples.shape[1:] != tuple(spec.image_shape) or samples.dtype != np.uint8:
+    raise GenfamError(f"the sampler returned {samples.dtype} {samples.shape[1:]}, not uint8 {spec.image_shape}: "
+                      f"a family's sample must return uint8 [num, H, W, C]")
+  floor_images = pipeline.split_images(train)[:num_samples]
+  features = batched(lambda x: judges.classifier.functions["features"](judges.classifier.params, x), batch_size)
+  f_samples, f_ref, f_floor = features(samples), features(ref["image"]), features(floor_images)   # [., F]
+  kid_args = dict(num_subsets=kid_subsets, subset_size=kid_subset_size)
+  report = {"kind": "sample_quality", "condition": condition or None, "num_samples": num_samples,
+            "num_reference": m, "num_floor": len(floor_images),
+            "fid": fid.fid(f_samples, f_ref), "fid_floor": fid.fid(f_floor, f_ref)}
+  report["kid"], report["kid_std"] = fid.kid(f_samples, f_ref, **kid_args)
+  report["kid_floor"], report["kid_floor_std"] = fid.kid(f_floor, f_ref, **kid_args)
+  report.update(speed)
+  if condition:
+    tokens = cond if condition == "caption" else None
+    agreement = text_agreement(samples, ref["label"][rows], tokens, judges, spec, getattr(test, "thresholds", None),
+                               batch_size)
+    real = text_agreement(ref["image"], ref["label"], ref.get("caption") if condition == "caption" else None,
+                          judges, spec, getattr(test, "thresholds", None), batch_size)
+    report.update(agreement)
+    report.update({f"{k}_real": v for k, v in real.items() if not k.endswith("_named")})
+  report["seconds"] = time.time() - start
+  if keep:
+    k = min(keep, num_samples)
+    report["first_samples"] = {"image": samples[:k], "label": ref["label"][rows[:k]]}
+    if "caption" in ref:
+      report["first_samples"]["caption"] = ref["caption"][rows[:k]]
+  return report
+
+
+def describe(report: dict) -> str:
+  """Lines such as 'test FID 12.3 (floor 0.8), KID 0.0123 ± 0.0010 (floor 0.0002) on 10000 samples ...'."""
+  cond = f", conditioned on the test {report['condition']}s" if report.get("condition") else ", unconditional"
+  lines = [f"test FID {report['fid']:.3f} (real-vs-real floor {report['fid_floor']:.3f}), "
+           f"KID {report['kid']:.5f} ± {report['kid_std']:.5f} (floor {report['kid_floor']:.5f}) on classifier "
+           f"features: {report['num_samples']} samples{cond}, {report['num_reference']} test images, "
+           f"{report['num_floor']} train images for the floor",
+           f"sampling: {report['sample_images_per_s']:.2f} images/s (draws of {report['sample_batch_size']}"
+           f"{', compile included' if report['sample_speed_includes_compile'] else ''})"]
+  agreement = [k for k in report if k.endswith("_agreement") or k == "clip_cosine"]
+  if agreement:
+    lines.append("text agreement (samples / real test images): " + ", ".join(
+        f"{k} {report[k]:.3f} / {report.get(k + '_real', math.nan):.3f}" for k in agreement))
+  return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""The whole comparison in smoke form: judges, every smoke config, one evaluation, table, plots, notebook.
+
+`python -m experiments.compare --smoke` in this process (each run is an ordinary
+loop run), then: one row per entry, every cell of the table filled, every number
+finite; the agreement cells say 'n/a' exactly where they do not apply (unconditional
+samples: no agreement; label models: class agreement only); a rerun with unchanged
+settings trains nothing; notebooks/compare.ipynb shows the files.
+"""
+import csv
+import json
+import math
+import os
+import re
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from experiments import compare
+from tests.conftest import REPO
+
+ALWAYS = ("bpd", "bpd_stderr", "test_images", "likelihood_seconds_per_image", "fid", "fid_floor", "kid", "kid_std",
+          "kid_floor", "parameters", "steps", "train_minutes", "train_images_per_s", "sample_images_per_s")
+CONDITIONAL = ("class_agreement", "class_agreement_real")
+CAPTION = ("attribute_agreement", "attribute_agreement_real", "clip_cosine", "clip_cosine_real")
+AGREEMENT_COLUMNS = (8, 9, 10)  # class, attribute, CLIP columns of compare.md
+
+
+# All twelve entries take ~3 min on a loaded 2-core machine; this subset covers every condition
+# (none, label, caption) and the kinds of number that need their own handling (exact; an ELBO with
+# an extra IWAE bound; AIS's stochastic bound), in a fraction of that (the suite's time budget);
+# every config's own smoke run is in test_configs_e2e. `python -m experiments.compare --smoke`
+# runs all twelve.
+SUBSET = ("independent", "vae", "gan", "igpt_caption")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  root = tmp_path_factory.mktemp("compare")
+  result = compare.main(["--smoke", "--in_process", f"--root={root}", f"--only={','.join(SUBSET)}"])
+  return root, result
+
+
+def test_every_row_is_filled_and_finite(smoke):
+  root, result = smoke
+  with open(os.path.join(root, "results", "compare.json")) as f:
+    rows = json.load(f)["rows"]
+  assert [r["name"] for r in rows] == list(SUBSET)
+  for r in rows:
+    applies = ALWAYS + (CONDITIONAL if r["samples_conditioned_on"] != "none" else ()) + (
+        CAPTION if r["samples_conditioned_on"] == "caption" else ())
+    for key in applies:
+      assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["name"], key, r[key])
+    for key in set(CONDITIONAL + CAPTION) - set(applies):
+      assert r[key] is None, (r["name"], key)
+    assert r["attribute_agreement_real"] in (None, 1.0), r["name"]   # captions name measured attributes
+    assert r["likelihood_type"] and r["condition"] in ("none", "label", "caption")
+    assert r["num_samples"] == 32 and r["parameters"] > 0
+  kinds = {r["name"]: r["likelihood_type"] for r in rows}
+  assert kinds["igpt_caption"] == "exact"
+  assert kinds["vae"] == "upper bound" and kinds["gan"].startswith("stochastic upper bound")
+  assert [r["name"] for r in rows if r["samples_conditioned_on"] == "caption"] == ["igpt_caption"]
+  assert [r["name"] for r in rows if r["samples_conditioned_on"] == "label"] == ["gan"]
+
+
+def test_the_table_has_no_empty_cell(smoke):
+  root, _ = smoke
+  with open(os.path.join(root, "results", "compare.md")) as f:
+    lines = [line for line in f.read().splitlines() if line.startswith("|")]
+  width = lines[0].count("|")
+  assert len(lines) == 2 + len(SUBSET)
+  for line in lines[2:]:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert line.count("|") == width and all(cells), line
+    assert not any(re.search(r"\b(nan|inf)\b", c.lower()) for c in cells), line
+    assert all(c != "n/a" for i, c in enumerate(cells) if i not in AGREEMENT_COLUMNS), line
+  with open(os.path.join(root, "results", "compare.csv")) as f:
+    assert len(list(csv.DictReader(f))) == len(SUBSET)
+  for name in ("bpd_vs_time", "fid_vs_sampling", "samples", "captions"):
+    assert os.path.getsize(os.path.join(root, "results", f"{name}.png")) > 0, name
+
+
+def test_a_rerun_with_the_same_settings_trains_nothing(smoke, capsys):
+  root, _ = smoke
+  compare.main(["--smoke", "--in_process", f"--root={root}", "--only=independent", f"--out={root}/again"])
+  out = capsys.readouterr().out
+  assert "independent: done with these settings" in out and "classifier: done with these settings" in out
+  assert "genfam.main" not in out
+
+
+def test_the_notebook_shows_the_files(smoke, monkeypatch):
+  root, _ = smoke
+  monkeypatch.setenv("GENFAM_COMPARE_DIR", str(root / "results"))
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  nb = nbformat.read(os.path.join(REPO, "notebooks", "compare.ipynb"), as_version=4)
+  NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": REPO}}).execute()
+  outputs = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+  assert f"{len(SUBSET)} families" in outputs and "(smoke)" in outputs
+  images = sum("image/png" in o.get("data", {}) for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+  assert images == 4
