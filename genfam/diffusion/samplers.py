@@ -68,7 +68,8 @@ def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str) -> np.nd
 def guided_eps_fn(eps_fn_c: Callable, condition, null_condition, weight: float) -> EpsFn:
   """Classifier-free guidance: eps_fn_c(x, t, c) -> (x, t) -> eps_null + w (eps_c - eps_null).
 
-  condition / null_condition: [B] labels (or any pytree eps_fn_c takes).
+  condition / null_condition: [B] labels, [B, E] text embeddings, or whatever eps_fn_c
+  takes (None for a null embedding).
   weight 1 calls only the conditional model (the same eps, one network call).
   """
   if weight == 1.0:

@@ -23,12 +23,28 @@ the model is then the mixture p(x) = sum_y p(x | y) / C, and
 unconditional likelihood comparable with the other families'. Optionally, the
 extra kind 'vlb-sampled-<k>t' is the unbiased estimate from k sampled t.
 
+Caption condition (model.condition='caption', exclusive with model.class_conditional):
+c = the FROZEN CLIP text encoder's pooled, unit-norm embedding of the caption
+tokens [B, E] (`encode_text` of the configs/clip.py workdir model.text_encoder_workdir,
+restored by `genfam.frozen.load_frozen` when the family is built; no gradient
+reaches it); the U-Net adds its projection where the label embedding goes and
+replaces it by a learned null embedding with probability model.p_uncond in
+training (`genfam.nets.unet`). Trained on each batch's captions (their phrasing
+changes with the epoch). Its bound (diffusion.bound_condition='caption') is
+evaluated with each test image's own caption (epoch-0 phrasing), so it bounds
+-log p(x | caption) and is labelled so (likelihood_condition 'caption'); there
+is no analogue of the label mixture's + log C (captions are not a finite set of
+known prior probability). bound_condition='null' bounds the unconditional
+model, -log p(x) under the null embedding.
+
 EMA parameters (TrainState.ema_params) are used for evaluation and sampling.
 Sampling: DDPM ancestral (T steps) or DDIM (S steps, eta, spacing), with
-classifier-free guidance weight w when labels are given (w = 1: conditional).
+classifier-free guidance weight w when labels or captions are given (w = 1:
+conditional, w = 0: unconditional):
+  eps = eps(x_t, t, null) + w (eps(x_t, t, c) - eps(x_t, t, null)).
 """
 import math
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,13 +58,17 @@ from genfam.errors import GenfamError
 from genfam.family import Family
 from genfam.nets.unet import UNet
 
-BOUND_CONDITIONS = ("label", "null")
+BOUND_CONDITIONS = ("label", "caption", "null")
+CONDITIONS = ("", "caption")   # model.condition: '' (labels if model.class_conditional, else none) or 'caption'
 
 
-def make_net(model_config, spec, learned_variance: bool = False) -> UNet:
+def make_net(model_config, spec, learned_variance: bool = False, condition_dim: int = 0) -> UNet:
   """The U-Net of `config.model` for dataset `spec` (2C outputs, eps and the variance's r,
-  with learned_variance); checks the image shape."""
+  with learned_variance; a condition vector of condition_dim, the text embedding's width,
+  for a caption model); checks the image shape."""
   m = model_config
+  if m.get("condition", "") == "caption" and condition_dim <= 0:
+    raise GenfamError("this family does not take model.condition='caption'; set --config.model.condition=''")
   height, width, channels = spec.image_shape
   factor = 2 ** (len(m.channel_mult) - 1)
   if height % factor or width % factor:
@@ -61,7 +81,80 @@ def make_net(model_config, spec, learned_variance: bool = False) -> UNet:
   return UNet(out_channels=channels * (2 if learned_variance else 1), base_channels=m.base_channels,
               channel_mult=tuple(m.channel_mult), num_res_blocks=m.num_res_blocks,
               attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_classes=num_classes,
+              condition_dim=condition_dim if m.get("condition", "") == "caption" else 0,
               p_uncond=m.p_uncond, num_heads=m.num_heads, num_groups=m.num_groups)
+
+
+class Conditioning(NamedTuple):
+  """What the U-Net is conditioned on, and how batches and sampling conditions become its input.
+
+  kind:       '' (unconditional), 'label' or 'caption'.
+  dim:        E, the text embedding's width (caption); 0 otherwise.
+  of_batch(batch) -> labels int32 [B], embeddings float32 [B, E] or None (the null condition).
+  for_sampling(condition) -> the net's condition for labels [num] or caption tokens [num, L]
+              (a caption model turns label k into the caption 'a photo of a <class k>').
+  null(num) -> the null condition: labels [num] = the null label, or None (null embedding).
+  """
+  kind: str
+  dim: int
+  of_batch: Callable
+  for_sampling: Callable
+  null: Callable
+
+
+def load_text_encoder(workdir: str, spec) -> Callable:
+  """The frozen CLIP text encoder of `workdir` (configs/clip.py, trained on spec's dataset):
+  tokens int32 [B, L] -> pooled unit-norm embeddings float32 [B, E], no gradient."""
+  from genfam import frozen
+  loaded = frozen.load_frozen(workdir, "clip", dataset=spec.name, key="model.text_encoder_workdir")
+  encode, params = loaded.functions["encode_text"], loaded.params
+  return lambda tokens: jax.lax.stop_gradient(jnp.asarray(encode(params, tokens), jnp.float32))
+
+
+def make_conditioning(model_config, spec, encode_text: Optional[Callable] = None) -> Conditioning:
+  """The family's Conditioning; for a caption model the text encoder is `encode_text`
+  (tokens [B, L] -> [B, E]; tests pass a stand-in) or else loaded, once, from
+  model.text_encoder_workdir (files are read here, never after)."""
+  m = model_config
+  kind = m.get("condition", "")
+  if kind not in CONDITIONS:
+    raise GenfamError(f"unknown model.condition {kind!r}; use '' (labels through model.class_conditional, "
+                      f"or none) or 'caption'")
+  if kind == "caption" and m.class_conditional:
+    raise GenfamError("model.condition='caption' and model.class_conditional=True are exclusive: set "
+                      "--config.model.class_conditional=False (or use --config=configs/ddpm.py:caption)")
+  if kind == "caption":
+    if encode_text is None:
+      encode_text = load_text_encoder(m.get("text_encoder_workdir", ""), spec)
+    dim = int(jax.eval_shape(encode_text, jax.ShapeDtypeStruct((1, spec.caption_length), jnp.int32)).shape[-1])
+    from genfam.families import clip
+    class_prompts = jnp.asarray(clip.prompt_tokens(spec, [clip.prompt(spec, k) for k in range(spec.num_classes)]))
+
+    def of_batch(batch):
+      if "caption" not in batch:
+        raise GenfamError("model.condition='caption' but batches carry no 'caption'; use a captioned dataset "
+                          "or --config.model.condition=''")
+      return encode_text(jnp.asarray(batch["caption"], jnp.int32))                 # [B, E]
+
+    def for_sampling(condition):
+      condition = jnp.asarray(condition, jnp.int32)
+      tokens = class_prompts[condition] if condition.ndim == 1 else condition       # [num, L]
+      return encode_text(tokens)                                                    # [num, E]
+
+    return Conditioning("caption", dim, of_batch, for_sampling, lambda num: None)
+  if m.class_conditional:
+    null_label = spec.num_classes
+
+    def labels(condition):
+      condition = jnp.asarray(condition, jnp.int32)
+      if condition.ndim != 1:
+        raise GenfamError("caption tokens given to a label-conditioned diffusion model; pass int labels [num], "
+                          "or train with --config=configs/ddpm.py:caption")
+      return condition
+
+    return Conditioning("label", 0, lambda batch: batch["label"], labels,
+                        lambda num: jnp.full((num,), null_label, jnp.int32))
+  return Conditioning("", 0, lambda batch: None, lambda condition: None, lambda num: None)
 
 
 def _process(diffusion_config):
@@ -83,8 +176,22 @@ def _split_net_output(out, learned: bool):
 
 
 def _eps_fn(net: UNet, params, learned: bool = False):
-  """(x [B, H, W, C], t [B], label [B] or None) -> eps [B, H, W, C] (or (eps, v)), evaluation mode."""
-  return lambda x, t, label=None: _split_net_output(net.apply({"params": params}, x, t, label, False), learned)
+  """(x [B, H, W, C], t [B], condition: label [B], embedding [B, E] or None) -> eps [B, H, W, C]
+  (or (eps, v)), evaluation mode."""
+  return lambda x, t, condition=None: _split_net_output(net.apply({"params": params}, x, t, condition, False),
+                                                        learned)
+
+
+def guided_eps_fn(net: UNet, params, learned: bool, conditioning: Conditioning, num: int, condition,
+                  weight: float):
+  """The eps_fn(x, t) a sampler runs: classifier-free guidance with weight w on `condition`
+  (labels [num] or caption tokens [num, L]), or the null condition's eps if condition is None
+  or the net is unconditional."""
+  eps_c = _eps_fn(net, params, learned)
+  null = conditioning.null(num)
+  if condition is None or not conditioning.kind:
+    return lambda x, t: eps_c(x, t, null)
+  return samplers.guided_eps_fn(eps_c, conditioning.for_sampling(condition), null, weight)
 
 
 def _learned(diffusion_config) -> bool:
@@ -93,13 +200,16 @@ def _learned(diffusion_config) -> bool:
 
 def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                  eta: Optional[float] = None, spacing: Optional[str] = None,
-                 guidance: Optional[float] = None):
+                 guidance: Optional[float] = None, conditioning: Optional[Conditioning] = None):
   """A jitted pure `sample(params, rng, num, condition=None) -> uint8 [num, H, W, C]`.
 
   Options default to config.sample's; pass them to build several samplers
   (e.g. DDPM and DDIM at several S) from one config. condition: int [num]
-  labels for a class-conditional model (guided with weight w), or None for
-  unconditional samples (the null label). DDIM's eta must lie in [0, 1]
+  labels for a class-conditional model, caption tokens int32 [num, L] (or
+  labels, read as 'a photo of a <class>') for a caption model, each guided
+  with weight w; or None for unconditional samples (the null label or null
+  embedding). `conditioning`: the family's (a caption model's text encoder is
+  loaded from model.text_encoder_workdir if not given). DDIM's eta must lie in [0, 1]
   (sigma_t = eta * the DDPM posterior std; checked for either sampler, so a
   bad config fails when the family is built).
   """
@@ -115,18 +225,14 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
     raise GenfamError(f"sample.eta={eta} is outside [0, 1]; set --config.sample.eta between 0 "
                       "(deterministic DDIM) and 1 (DDPM-like noise)")
   learned = _learned(config.diffusion)
-  net = make_net(config.model, spec, learned)
+  conditioning = conditioning or make_conditioning(config.model, spec)
+  net = make_net(config.model, spec, learned, conditioning.dim)
   sched, log_var = _process(config.diffusion)
   clip = bool(config.diffusion.clip_denoised)
   timesteps = samplers.ddim_timesteps(sched.num_steps, steps, spacing) if sampler == "ddim" else None
 
   def sample(params, rng, num: int, condition=None):
-    eps_c = _eps_fn(net, params, learned)
-    null = None if net.num_classes == 0 else jnp.full((num,), net.null_label, jnp.int32)
-    if condition is None or net.num_classes == 0:
-      eps_fn = lambda x, t: eps_c(x, t, null)
-    else:
-      eps_fn = samplers.guided_eps_fn(eps_c, jnp.asarray(condition, jnp.int32), null, weight)
+    eps_fn = guided_eps_fn(net, params, learned, conditioning, num, condition, weight)
     shape = (num,) + tuple(spec.image_shape)
     if sampler == "ddpm":
       x = samplers.ddpm_sample(eps_fn, sched, log_var, rng, shape, clip_x0=clip)
@@ -140,16 +246,31 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
 
 def make(config, spec) -> Family:
   """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec)."""
+  return make_family(config, spec)
+
+
+def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
+  """The diffusion Family; encode_text(tokens [B, L]) -> [B, E] stands in for the frozen
+  text encoder of a caption model (tests)."""
   d = config.diffusion
   learned = _learned(d)
-  net = make_net(config.model, spec, learned)
+  conditioning = make_conditioning(config.model, spec, encode_text)
+  net = make_net(config.model, spec, learned, conditioning.dim)
   sched, log_var = _process(d)
   tx = optim.optimizer_from_config(config.optim)
   ema_decay = config.optim.ema_decay
   num_bins, num_dims, shape = spec.num_bins, spec.num_dims, tuple(spec.image_shape)
-  conditional = net.num_classes > 0
   if d.bound_condition not in BOUND_CONDITIONS:
     raise GenfamError(f"unknown diffusion.bound_condition {d.bound_condition!r}; use one of {BOUND_CONDITIONS}")
+  if conditioning.kind == "caption" and d.bound_condition == "label":
+    raise GenfamError("diffusion.bound_condition='label' is for a label model; set "
+                      "--config.diffusion.bound_condition=caption (-log p(x | caption)) or null")
+  if conditioning.kind != "caption" and d.bound_condition == "caption":
+    raise GenfamError("diffusion.bound_condition='caption' needs a caption model; set "
+                      "--config.model.condition=caption, or bound_condition to 'label' or 'null'")
+  # The bound with the example's own label is that of the label mixture (+ log C): unconditional.
+  own_caption = conditioning.kind == "caption" and d.bound_condition == "caption"
+  with_label = conditioning.kind == "label" and d.bound_condition == "label"
   clip = bool(d.clip_denoised)
   objective, t_sampling = d.get("loss", "simple"), d.get("t_sampling", "uniform")
   hybrid_lambda, history = float(d.get("hybrid_lambda", 1e-3)), int(d.get("loss_history", 10))
@@ -176,8 +297,10 @@ def make(config, spec) -> Family:
   def init(rng, batch):
     check(batch)
     x = jnp.zeros((1,) + shape, jnp.float32)
-    label = jnp.zeros((1,), jnp.int32) if conditional else None
-    params = jax.jit(lambda r: net.init({"params": r}, x, jnp.zeros((1,), jnp.int32), label, False))(rng)["params"]
+    condition = {"label": jnp.zeros((1,), jnp.int32), "caption": jnp.zeros((1, conditioning.dim), jnp.float32)
+                 }.get(conditioning.kind)
+    params = jax.jit(lambda r: net.init({"params": r}, x, jnp.zeros((1,), jnp.int32), condition, False))(
+        rng)["params"]
     model_state = {"loss_history": losses.init_history(sched.num_steps, history)} if importance else None
     return optim.scalar_loss_family_state(params, tx, ema_decay, model_state)
 
@@ -192,9 +315,9 @@ def make(config, spec) -> Family:
       t = jax.random.randint(rng_t, (x0.shape[0],), 0, sched.num_steps)
       weights = jnp.ones((x0.shape[0],), x0.dtype)
     noise = jax.random.normal(rng_noise, x0.shape, x0.dtype)
-    label = batch["label"] if conditional else None
+    condition = conditioning.of_batch(batch)                 # labels [B], embeddings [B, E] or None
     x_t = q_sample(sched, x0, t, noise)
-    out = _split_net_output(net.apply({"params": params}, x_t, t, label, True, rngs={"dropout": rng_drop}),
+    out = _split_net_output(net.apply({"params": params}, x_t, t, condition, True, rngs={"dropout": rng_drop}),
                             learned)
     per_example, l_t = losses.objective(objective, sched, log_var, batch["image"], x0, x_t, t, noise, out,
                                         num_bins, hybrid_lambda)
@@ -210,8 +333,11 @@ def make(config, spec) -> Family:
   def _bound_eps(params, batch):
     """eps_fn for the bound, and the label term in nats (0 or log C)."""
     eps_c = _eps_fn(net, params, learned)
-    if conditional and d.bound_condition == "label":
+    if with_label:
       return (lambda x, t: eps_c(x, t, batch["label"])), math.log(net.num_classes)
+    if own_caption:  # each test image's own caption: -log p(x | caption)
+      condition = conditioning.of_batch(batch)                                      # [B, E]
+      return (lambda x, t: eps_c(x, t, condition)), 0.0
     return (lambda x, t: eps_c(x, t, None)), 0.0
 
   def to_bpd(nats):
@@ -224,7 +350,7 @@ def make(config, spec) -> Family:
                             chunk=d.vlb_chunk, clip_x0=clip)
     out = {"prior_bpd": to_bpd(parts["prior"]), "decoder_bpd": to_bpd(parts["terms"][0]),
            "diffusion_bpd": to_bpd(jnp.sum(parts["terms"][1:], axis=0))}
-    if conditional and d.bound_condition == "label":
+    if with_label:
       out["label_bpd"] = jnp.full_like(out["prior_bpd"], to_bpd(label_nats))
     out["bpd"] = sum(out.values())
     return out
@@ -240,13 +366,13 @@ def make(config, spec) -> Family:
     out["bpd"] = sum(out.values())
     return out
 
-  draw = make_sampler(config, spec)
+  draw = make_sampler(config, spec, conditioning=conditioning)
 
   def sample(params, rng, num, condition=None):
-    """uint8 [num, H, W, C] in {0 .. K-1}; condition: int labels [num] or None."""
+    """uint8 [num, H, W, C] in {0 .. K-1}; condition: int labels [num], caption tokens [num, L] or None."""
     return draw(params, rng, int(num), condition)
 
   extras = {f"vlb-sampled-{d.sampled_t}t": sampled_likelihood} if d.sampled_t > 0 else None
   return Family(name="diffusion", init=init, update=optim.make_scalar_loss_update(loss_fn, tx, ema_decay),
                 eval_params=optim.eval_params, log_likelihood=log_likelihood, likelihood_kind="vlb",
-                sample=sample, extra_likelihoods=extras)
+                sample=sample, extra_likelihoods=extras, likelihood_condition="caption" if own_caption else "")

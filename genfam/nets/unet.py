@@ -1,4 +1,4 @@
-"""A time- and label-conditioned U-Net for diffusion (Flax Linen).
+"""A time- and label- (or caption-) conditioned U-Net for diffusion (Flax Linen).
 
 The layout follows Ho et al.'s DDPM U-Net at small scale: a stem conv, then
 per resolution level `num_res_blocks` residual blocks (group norm, SiLU, the
@@ -11,9 +11,14 @@ must divide by 2^(levels - 1): 28 -> 14 -> 7 with channel_mult of length 3
 
 Conditioning: with num_classes = C > 0 a label embedding of C + 1 rows is
 added to the time embedding; row C is the learned null label used for
-classifier-free guidance. In training (train=True) each label is replaced by
-the null label with probability p_uncond (rng stream 'dropout'); at
-evaluation (train=False) labels are never dropped.
+classifier-free guidance. With condition_dim = E > 0 (exclusive with labels)
+the condition is a vector c [B, E] (a frozen text encoder's pooled caption
+embedding), and what is added in the same place is
+  e(c) = Dense(silu(Dense(c)))   [B, 4 * base_channels],
+or a learned null embedding e_null where the condition is absent (None: every
+row) or dropped. In training (train=True) each label / condition is replaced by
+the null one with probability p_uncond (rng stream 'dropout'); at evaluation
+(train=False) nothing is dropped.
 
 Modules take plain arguments, never configs.
 """
@@ -81,7 +86,10 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-  """eps_theta(x_t, t, label): [B, H, W, C] float, [B] int, [B] int or None -> [B, H, W, out_channels].
+  """eps_theta(x_t, t, condition): [B, H, W, C] float, [B] int, condition -> [B, H, W, out_channels].
+
+  condition: int labels [B] (num_classes > 0), float vectors [B, E] (condition_dim = E > 0),
+  or None: the null label / null embedding (and ignored by an unconditional net).
 
   out_channels:     channels of the output (C for an eps prediction; 2C for eps and the
                     learned-variance interpolation of improved DDPM, split by the family).
@@ -91,7 +99,9 @@ class UNet(nn.Module):
   attn_resolutions: spatial sizes (e.g. (7,)) at which blocks get self-attention.
   dropout:          dropout rate inside residual blocks (train=True only).
   num_classes:      C > 0 adds a label embedding with a null label at index C.
-  p_uncond:         probability of replacing a label by the null label (train only).
+  condition_dim:    E > 0 adds the projection of a condition vector [B, E] and a learned null
+                    embedding (exclusive with num_classes).
+  p_uncond:         probability of replacing a label / condition by the null one (train only).
   """
   out_channels: int
   base_channels: int = 32
@@ -100,6 +110,7 @@ class UNet(nn.Module):
   attn_resolutions: tuple = (7,)
   dropout: float = 0.1
   num_classes: int = 0
+  condition_dim: int = 0
   p_uncond: float = 0.1
   num_heads: int = 1
   num_groups: int = 8
@@ -118,9 +129,28 @@ class UNet(nn.Module):
       label = jnp.where(drop, self.null_label, label)
     return label
 
+  def _condition_embedding(self, condition, batch: int, train: bool, emb_dim: int):
+    """c [B, E] or None -> [B, emb_dim]: Dense(silu(Dense(c))), or e_null where c is None or dropped."""
+    null = self.param("null_condition", nn.initializers.normal(1.0 / math.sqrt(emb_dim)), (emb_dim,))
+    if condition is None:  # the projection is still built, so that init without a condition makes it
+      condition = jnp.zeros((batch, self.condition_dim), jnp.float32)
+      use_null = jnp.ones((batch,), bool)
+    else:
+      if condition.shape != (batch, self.condition_dim):
+        raise ValueError(f"UNet with condition_dim={self.condition_dim} got a condition of shape "
+                         f"{condition.shape}; pass [B, {self.condition_dim}] float vectors")
+      use_null = jnp.zeros((batch,), bool)
+    projected = nn.Dense(emb_dim, name="condition_out")(
+        nn.silu(nn.Dense(emb_dim, name="condition_in")(condition.astype(jnp.float32))))   # [B, emb_dim]
+    if train and self.p_uncond > 0:
+      use_null = use_null | jax.random.bernoulli(self.make_rng("dropout"), self.p_uncond, (batch,))
+    return jnp.where(use_null[:, None], null[None, :], projected)
+
   @nn.compact
-  def __call__(self, x, t, label: Optional[jax.Array] = None, train: bool = False):
+  def __call__(self, x, t, condition: Optional[jax.Array] = None, train: bool = False):
     b, hgt, wid, _ = x.shape
+    if self.num_classes > 0 and self.condition_dim > 0:
+      raise ValueError("UNet conditions on labels (num_classes) or on vectors (condition_dim), not both")
     factor = 2 ** (len(self.channel_mult) - 1)
     if hgt % factor or wid % factor:
       raise ValueError(f"UNet with {len(self.channel_mult)} levels needs H, W divisible by {factor}; "
@@ -131,7 +161,9 @@ class UNet(nn.Module):
     emb = timestep_embedding(t, self.base_channels)
     emb = nn.Dense(emb_dim)(nn.silu(nn.Dense(emb_dim)(emb)))       # [B, E]
     if self.num_classes > 0:
-      emb = emb + nn.Embed(self.num_classes + 1, emb_dim)(self._label(label, b, train))
+      emb = emb + nn.Embed(self.num_classes + 1, emb_dim)(self._label(condition, b, train))
+    elif self.condition_dim > 0:
+      emb = emb + self._condition_embedding(condition, b, train, emb_dim)
 
     h = nn.Conv(self.base_channels, (3, 3), padding="SAME")(x)
     skips = [h]
