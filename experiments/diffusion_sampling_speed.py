@@ -18,7 +18,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from genfam import config_files, images
@@ -38,13 +37,7 @@ def load_params(args):
     batch = {"image": np.zeros((1,) + tuple(spec.image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
     return config, spec, family.eval_params(family.init(jax.random.PRNGKey(config.seed), batch))
   from genfam import train
-  saved = os.path.join(args.workdir, "config.json")
-  if os.path.exists(saved):
-    with open(saved) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-  else:
-    path, _, variant = args.config.partition(":")
-    config = config_files.load(path, variant)
+  config = config_files.saved(args.workdir, args.config)
   run = train.Run(config, args.workdir)
   state, _, meta = run.restore_or_fail()
   print(f"loaded step {int(meta['step'])} of {args.workdir}", flush=True)

@@ -22,7 +22,6 @@ import math
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
 from genfam import config_files, sharding, train
@@ -41,13 +40,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=0, help="images per AIS batch (default eval.batch_size)")
   args = parser.parse_args()
 
-  saved = os.path.join(args.workdir, "config.json")
-  if os.path.exists(saved):
-    with open(saved) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-  else:
-    path, _, variant = args.config.partition(":")
-    config = config_files.load(path, variant)
+  config = config_files.saved(args.workdir, args.config)
   e = config.eval
   grid = [float(v) for v in args.grid.split(",")] if args.grid else list(e.ais_sigma2_grid)
   num = args.num or e.ais_validation_examples

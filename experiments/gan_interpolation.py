@@ -12,12 +12,10 @@ the EMA generator's means, floor(K G(z, c)). Writes a PNG (default
 WORKDIR/interpolation.png).
 """
 import argparse
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from genfam import config_files, images, train
@@ -44,13 +42,7 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="")
   args = parser.parse_args()
-  saved = os.path.join(args.workdir, "config.json")
-  if os.path.exists(saved):
-    with open(saved) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-  else:
-    path, _, variant = args.config.partition(":")
-    config = config_files.load(path, variant)
+  config = config_files.saved(args.workdir, args.config)
   run = train.Run(config, args.workdir)
   state, _, meta = run.restore_or_fail()
   params = run.family.eval_params(state)

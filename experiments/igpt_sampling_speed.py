@@ -17,11 +17,9 @@ random head (timings only). Writes --out (JSON) and prints a markdown table.
 """
 import argparse
 import json
-import os
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
 from genfam import config_files
@@ -33,8 +31,7 @@ def load(args):
   """-> (config, spec, params)."""
   if args.workdir:
     from genfam import train
-    with open(os.path.join(args.workdir, "config.json")) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+    config = config_files.saved(args.workdir, args.config)
     run = train.Run(config, args.workdir)
     state, _, meta = run.restore_or_fail()
     print(f"loaded step {int(meta['step'])} of {args.workdir}", flush=True)

@@ -1,5 +1,6 @@
 """Loading `configs/<name>.py[:variant]` files outside the CLI (tests, experiments)."""
 import importlib.util
+import json
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,3 +21,17 @@ def load(name_or_path: str, variant: str = ""):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(variant) if variant else module.get_config()
+
+
+def saved(workdir: str, fallback: str = ""):
+  """The config a run in `workdir` started with (its config.json) as a ConfigDict; if it has
+  none, `fallback` ('FILE[:variant]') loaded with `load`, or None without a fallback."""
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    import ml_collections
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  if not fallback:
+    return None
+  name, _, variant = fallback.partition(":")
+  return load(name, variant)

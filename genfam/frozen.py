@@ -15,11 +15,10 @@ the functions are its `exports`. A missing workdir, a workdir of another model
 or dataset, or a checkpoint that does not fit, is a one-line GenfamError with
 the command that trains the right one.
 """
-import json
-import os
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -66,11 +65,9 @@ def load_frozen(workdir: str, config_name: str, *, dataset: str = "", key: str =
   if not workdir:
     raise GenfamError(f"no {expected_family} workdir given{f' ({key} is empty)' if key else ''}: train one with "
                       f"`{command}` and pass it{f' as --config.{key}=DIR' if key else ''}")
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
+  config = config_files.saved(workdir)
+  if config is None:
     raise GenfamError(f"no trained {expected_family} model in {where} (no config.json): train it with `{command}`")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
   if config.get("family") != expected_family:
     raise GenfamError(f"{where} holds a {config.get('family')!r} model, not a {expected_family!r} one: "
                       f"name a workdir trained with `{command}`")
@@ -95,3 +92,12 @@ def load_frozen(workdir: str, config_name: str, *, dataset: str = "", key: str =
   state, _, meta = restored
   return Frozen(config=config, spec=spec, params=family.eval_params(state), functions=dict(family.exports or {}),
                 step=int(meta["step"]))
+
+
+def text_encoder(workdir: str, dataset: str, key: str = "model.text_encoder_workdir") -> Callable:
+  """The frozen CLIP text encoder of `workdir` (configs/clip.py, trained on `dataset`), for a
+  family to call: tokens int32 [B, L] -> pooled unit-norm embeddings float32 [B, E], no gradient.
+  Read once, when the family is built; the family touches no file after that."""
+  loaded = load_frozen(workdir, "clip", dataset=dataset, key=key)
+  encode, params = loaded.functions["encode_text"], loaded.params
+  return lambda tokens: jax.lax.stop_gradient(jnp.asarray(encode(params, tokens), jnp.float32))

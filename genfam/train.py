@@ -106,9 +106,8 @@ class Run:
       return None
     num = self.config.sample.num
     if condition is None and self.config.sample.get("conditional", False):
-      if self.family.likelihood_condition == "caption":  # the captions of the first test images
-        condition = np.concatenate([b["caption"] for b, _ in pipeline.eval_batches(
-            self.sources["test"], num * jax.process_count(), num)])[:num]
+      if self.family.likelihood_condition == "caption":  # the captions of the first test images, on every process
+        condition = sample_quality.reference(self.sources["test"], num)["caption"]
       else:
         condition = jnp.arange(num, dtype=jnp.int32) % self.spec.num_classes
     samples = self.family.sample(self.family.eval_params(state), jax.random.fold_in(self.sample_key, step),

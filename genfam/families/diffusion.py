@@ -102,15 +102,6 @@ class Conditioning(NamedTuple):
   null: Callable
 
 
-def load_text_encoder(workdir: str, spec) -> Callable:
-  """The frozen CLIP text encoder of `workdir` (configs/clip.py, trained on spec's dataset):
-  tokens int32 [B, L] -> pooled unit-norm embeddings float32 [B, E], no gradient."""
-  from genfam import frozen
-  loaded = frozen.load_frozen(workdir, "clip", dataset=spec.name, key="model.text_encoder_workdir")
-  encode, params = loaded.functions["encode_text"], loaded.params
-  return lambda tokens: jax.lax.stop_gradient(jnp.asarray(encode(params, tokens), jnp.float32))
-
-
 def make_conditioning(model_config, spec, encode_text: Optional[Callable] = None) -> Conditioning:
   """The family's Conditioning; for a caption model the text encoder is `encode_text`
   (tokens [B, L] -> [B, E]; tests pass a stand-in) or else loaded, once, from
@@ -125,7 +116,8 @@ def make_conditioning(model_config, spec, encode_text: Optional[Callable] = None
                       "--config.model.class_conditional=False (or use --config=configs/ddpm.py:caption)")
   if kind == "caption":
     if encode_text is None:
-      encode_text = load_text_encoder(m.get("text_encoder_workdir", ""), spec)
+      from genfam import frozen  # files are read here, when the family is built
+      encode_text = frozen.text_encoder(m.get("text_encoder_workdir", ""), spec.name)
     dim = int(jax.eval_shape(encode_text, jax.ShapeDtypeStruct((1, spec.caption_length), jnp.int32)).shape[-1])
     from genfam.families import clip
     class_prompts = jnp.asarray(clip.prompt_tokens(spec, [clip.prompt(spec, k) for k in range(spec.num_classes)]))

@@ -161,14 +161,6 @@ class GAN(NamedTuple):
   tokens_to_condition: Optional[Callable]
 
 
-def load_text_encoder(workdir: str, spec):
-  """The frozen CLIP text encoder of `workdir`: tokens int32 [B, L] -> [B, E] (no gradient)."""
-  from genfam import frozen
-  loaded = frozen.load_frozen(workdir, "clip", dataset=spec.name, key="model.text_encoder_workdir")
-  encode, params = loaded.functions["encode_text"], loaded.params
-  return lambda tokens: jax.lax.stop_gradient(encode(params, tokens))
-
-
 def build(config, spec, encode_text: Optional[Callable] = None) -> GAN:
   """The GAN of `config.model` for `spec`. encode_text(tokens [B, L]) -> [B, E] replaces the
   frozen encoder of model.text_encoder_workdir (tests pass a stand-in)."""
@@ -191,7 +183,8 @@ def build(config, spec, encode_text: Optional[Callable] = None) -> GAN:
       return labels_one_hot(batch["label"])
   else:
     if encode_text is None:
-      encode_text = load_text_encoder(m.text_encoder_workdir, spec)
+      from genfam import frozen  # files are read here, when the family is built
+      encode_text = frozen.text_encoder(m.text_encoder_workdir, spec.name)
     from genfam.families import clip
     # A label becomes the caption 'a photo of a <class>' (for label-ordered sample grids).
     class_prompts = jnp.asarray(clip.prompt_tokens(spec, [clip.prompt(spec, k) for k in range(num_classes)]))
