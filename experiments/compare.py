@@ -7,13 +7,13 @@
 What it does, in order:
 1. Trains the judges, the domain classifier (configs/classifier.py) and CLIP
    (configs/clip.py), into ROOT/classifier and ROOT/clip (their own step counts,
-   capped by --judge_budget_minutes).
+   capped by --judge_budget_minutes), or takes finished ones from --judges_from.
 2. Trains (or resumes) every generative entry of ENTRIES in ROOT/<name> as an
    ordinary `python -m genfam.main` run (a subprocess each; --in_process for
    tests) on the same data, with train.max_train_seconds = the budget and
    train.num_steps out of reach, so the budget decides where each stops; rerun
    with a larger budget and the runs continue. Each run evaluates every
-   `eval.every_seconds` = budget / 8 of training (train.eval_examples test
+   `eval.every_seconds` = budget / --evals_per_budget (8) of training (train.eval_examples test
    images: the bits/dim-over-time curve), then at its end the full likelihood
    evaluation and, with eval.sample_quality, FID / KID on the classifier's
    features beside the real-vs-real floor, text agreement and sampling speed
@@ -41,7 +41,6 @@ from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAR_AWAY_STEPS = 10**9      # train.num_steps of a budgeted run: the budget stops it
-EVALS_PER_BUDGET = 8        # eval.every_seconds = budget / this
 
 
 class Entry(NamedTuple):
@@ -92,17 +91,36 @@ def overrides_for(entry: Entry, args, root: str) -> dict:
   out["train.max_train_seconds"] = budget
   if not args.smoke:  # smoke configs keep their few steps: the budget or the steps, whichever ends first
     out["train.num_steps"] = FAR_AWAY_STEPS
-    out["eval.every_seconds"] = budget / EVALS_PER_BUDGET
-  out.update({"eval.sample_quality": True, "eval.classifier_workdir": os.path.join(root, "classifier"),
-              "eval.clip_workdir": os.path.join(root, "clip"), "eval.num_samples": args.num_samples})
+    out["eval.every_seconds"] = budget / args.evals_per_budget
+  judges = judge_root(args, root)
+  out.update({"eval.sample_quality": True, "eval.classifier_workdir": os.path.join(judges, "classifier"),
+              "eval.clip_workdir": os.path.join(judges, "clip"), "eval.num_samples": args.num_samples})
+  if args.test_images:  # every row's likelihood on the same first test images
+    out["eval.num_examples"] = args.test_images
+  if entry.config == "gan":
+    out.update({k: v for k, v in (("eval.ais_steps", args.ais_steps), ("eval.ais_chains", args.ais_chains)) if v})
   if args.smoke:  # draws of the sample grid's size: one compiled sampler serves both; no periodic work
     out.update({"train.eval_every": 0, "train.checkpoint_every": 0})
     from genfam import config_files
     path, _, variant = entry.config_arg(True).partition(":")
     out["eval.sample_batch_size"] = int(config_files.load(path, variant).sample.num)
   if entry.text_encoder:
-    out["model.text_encoder_workdir"] = os.path.join(root, "clip")
+    out["model.text_encoder_workdir"] = os.path.join(judges, "clip")
   return out
+
+
+def judge_root(args, root: str) -> str:
+  """Where the classifier and CLIP live: --judges_from (already trained) or ROOT (trained here)."""
+  return os.path.abspath(args.judges_from) if args.judges_from else root
+
+
+def check_judges(path: str):
+  """A one-line error unless `path` holds finished classifier and CLIP runs."""
+  for judge in JUDGES:
+    if not os.path.exists(os.path.join(path, judge.name, "results.json")):
+      raise SystemExit(f"error: --judges_from={path} has no finished {judge.name} run ({judge.name}/results.json); "
+                       f"train it with `python -m genfam.main --config=configs/{judge.config}.py "
+                       f"--workdir={os.path.join(path, judge.name)}` or leave --judges_from out")
 
 
 def command(entry: Entry, workdir: str, overrides: dict, smoke: bool) -> list[str]:
@@ -264,7 +282,8 @@ def write_outputs(rows: list[dict], out: str, root: str, args) -> dict:
     writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
   with open(paths["json"], "w") as f:
     json.dump({"budget_minutes": args.budget_minutes, "num_samples": args.num_samples, "smoke": args.smoke,
-               "root": root, "rows": rows}, f, indent=2)
+               "root": root, "judges": judge_root(args, root), "test_images": args.test_images or "each config's own",
+               "rows": rows}, f, indent=2)
   paths.update(compare_plots.draw_all(rows, out))
   return paths
 
@@ -278,6 +297,15 @@ def main(argv=None) -> dict:
                       help="training wall-clock per family (default 20; 1 with --smoke, where the steps end first)")
   parser.add_argument("--judge_budget_minutes", type=float, default=30.0,
                       help="cap on the classifier's and CLIP's training (0: their configs' step counts)")
+  parser.add_argument("--judges_from", default="", help="a folder with finished classifier/ and clip/ runs to "
+                      "judge with (default: train them in ROOT)")
+  parser.add_argument("--evals_per_budget", type=int, default=8,
+                      help="evaluations during each run (eval.every_seconds = budget / this): the bits/dim curve")
+  parser.add_argument("--test_images", type=int, default=0,
+                      help="eval.num_examples of every entry, so all likelihoods are on the same first test images "
+                      "(default 0: each config's own)")
+  parser.add_argument("--ais_steps", type=int, default=0, help="the GANs' eval.ais_steps (default: the config's)")
+  parser.add_argument("--ais_chains", type=int, default=0, help="the GANs' eval.ais_chains (default: the config's)")
   parser.add_argument("--num_samples", type=int, default=None, help="N of FID / KID (default 10000; 32 with --smoke)")
   parser.add_argument("--dataset", default="", help="data.name for every run (default: each config's own)")
   parser.add_argument("--only", default="", help="comma-separated entry names (default: all)")
@@ -294,8 +322,11 @@ def main(argv=None) -> dict:
   if unknown:
     raise SystemExit(f"error: unknown entries {unknown}; choose from {[e.name for e in ENTRIES]}")
   entries = [e for e in ENTRIES if not names or e.name in names]
-  for judge in JUDGES:
-    train_entry(judge, root, args)
+  if args.judges_from:
+    check_judges(judge_root(args, root))
+  else:
+    for judge in JUDGES:
+      train_entry(judge, root, args)
   rows, failed = [], []
   for entry in entries:
     try:

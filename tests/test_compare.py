@@ -98,3 +98,31 @@ def test_the_notebook_shows_the_files(smoke, monkeypatch):
   assert f"{len(SUBSET)} families" in outputs and "(smoke)" in outputs
   images = sum("image/png" in o.get("data", {}) for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
   assert images == 4
+
+
+def _args(*argv):
+  """The parsed flags of experiments.compare that overrides_for reads ('--key=value' strings)."""
+  ns = {"dataset": "", "smoke": False, "budget_minutes": 4.0, "judge_budget_minutes": 30.0, "num_samples": 500,
+        "evals_per_budget": 4, "test_images": 0, "ais_steps": 0, "ais_chains": 0, "judges_from": ""}
+  for a in argv:
+    key, _, value = a.lstrip("-").partition("=")
+    ns[key] = type(ns[key])(value)
+  return type("Args", (), ns)
+
+
+def test_the_run_settings_put_every_likelihood_on_the_same_images_and_judges():
+  by_name = {e.name: e for e in compare.ENTRIES}
+  args = _args("--test_images=25", "--ais_steps=50", "--ais_chains=2", "--judges_from=/somewhere")
+  vae, gan = compare.overrides_for(by_name["vae"], args, "/r"), compare.overrides_for(by_name["gan_caption"], args, "/r")
+  assert vae["eval.num_examples"] == gan["eval.num_examples"] == 25
+  assert vae["eval.every_seconds"] == 60.0 and vae["train.max_train_seconds"] == 240.0
+  assert "eval.ais_steps" not in vae and (gan["eval.ais_steps"], gan["eval.ais_chains"]) == (50, 2)
+  assert vae["eval.classifier_workdir"] == "/somewhere/classifier"
+  assert gan["model.text_encoder_workdir"] == gan["eval.clip_workdir"] == "/somewhere/clip"
+  own = compare.overrides_for(by_name["vae"], _args(), "/r")
+  assert "eval.num_examples" not in own and own["eval.clip_workdir"] == "/r/clip"
+
+
+def test_judges_from_a_folder_without_them_is_a_one_line_error(tmp_path):
+  with pytest.raises(SystemExit, match=r"has no finished classifier run .*or leave --judges_from out"):
+    compare.main([f"--root={tmp_path / 'r'}", f"--judges_from={tmp_path}", "--only=vae"])
