@@ -23,7 +23,7 @@ setup(
         "tensorboardX",
         "matplotlib",
         "scikit-learn",
-        "blackjax>=1.2",  # HMC transitions of the GAN's AIS likelihood (genfam.ais)
+        "blackjax>=1.2",  # HMC transitions of the GAN's AIS likelihood (genfam.likelihood.ais)
         "optuna>=4.5",  # experiments.sweep's distributed mode (RDB storage, heartbeats, retries)
     ],
     extras_require={

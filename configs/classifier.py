@@ -24,7 +24,7 @@ update step, timed by itself on the same core afterwards at load ~4, ran
 average pooling and 2500 steps reached class accuracy 0.884: hence max
 pooling and 4000 steps.
 """
-from genfam import config_base
+from genfam.settings import config_base
 
 
 def get_config(arg=None):

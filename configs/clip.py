@@ -33,7 +33,7 @@ up to four coarse attributes, so a gallery of 250 holds many images that fit
 it about as well; only captions of identical tokens count as equally right
 (`genfam.families.clip.recall_at_k`).
 """
-from genfam import config_base
+from genfam.settings import config_base
 
 
 def get_config(arg=None):

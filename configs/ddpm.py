@@ -87,7 +87,7 @@ samples, but no quality is claimed.
 """
 import ml_collections
 
-from genfam.config_base import base_config
+from genfam.settings.config_base import base_config
 
 
 def get_config(arg=None):

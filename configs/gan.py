@@ -48,7 +48,7 @@ after 186 steps are class-dependent blobs, not yet clothes):
   (test images: 4.19), two z of the same label 8.47 vs 8.43. At this length R1
   only lowers D's gradient norm; no effect on the losses or samples is measurable.
 """
-from genfam.config_base import base_config
+from genfam.settings.config_base import base_config
 
 
 def get_config(arg=None):

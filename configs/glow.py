@@ -50,7 +50,7 @@ on both cores, `python -m experiments.benchmark_speed`), then evaluates all
 `--config.model.class_conditional=True` makes the top prior class-conditional
 (then `--config.sample.conditional=True` samples rows by label).
 """
-from genfam.config_base import base_config
+from genfam.settings.config_base import base_config
 
 
 def get_config(arg=None):

@@ -24,7 +24,7 @@ The smoke variant also switches on importance-sampled t (history of 2 values per
 t, so it becomes active within the smoke run) to exercise the loss-squared
 history that lives in the train state, through the resume test.
 """
-from genfam import config_files
+from genfam.settings import config_files
 
 
 def get_config(arg=None):

@@ -76,7 +76,7 @@ which other people's jobs filled; timings scale with it):
   (0.449 images/s, 2.23 s/image); uncached 1 image in 54.3 s (0.018 images/s);
   cached/uncached = 24.4x (reference: 12x), the first image identical from both.
 """
-from genfam.config_base import base_config
+from genfam.settings.config_base import base_config
 
 
 def get_config(arg=None):

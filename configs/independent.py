@@ -5,7 +5,7 @@
 Reaches: (see README results table).
 Smoke variant (used by tests): --config=configs/independent.py:smoke
 """
-from genfam import config_base
+from genfam.settings import config_base
 
 
 def get_config(arg=None):

@@ -27,7 +27,7 @@ num_levels = 2 (a second squeeze to 7x7) is the deeper option; the checkerboard
 couplings at full 28x28 resolution dominate the cost, which is why the width
 is small on a CPU.
 """
-from genfam.config_base import base_config
+from genfam.settings.config_base import base_config
 
 
 def get_config(arg=None):

@@ -39,7 +39,7 @@ eval.extra_num_examples = 1000 images (each report states its count);
 --config.eval.extra_num_examples=0 runs IWAE on the whole split too.
 `iwae_chunk` bounds memory (iwae_chunk x eval.batch_size decoder passes at once).
 """
-from genfam.config_base import base_config
+from genfam.settings.config_base import base_config
 
 
 def get_config(arg=None):

@@ -23,7 +23,7 @@ loaded core) timed 5.6 images/s for this config against 7.0 for ddpm and iddpm.
 """
 import ml_collections
 
-from genfam import config_files
+from genfam.settings import config_files
 
 
 def get_config(arg=None):

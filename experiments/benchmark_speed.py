@@ -3,7 +3,7 @@
   python -m experiments.benchmark_speed                       # the default configs
   python -m experiments.benchmark_speed --configs=glow,realnvp --steps=20 --out=bench.json
 
-For each config it builds the run exactly as the loop does (`genfam.train.Run`),
+For each config it builds the run exactly as the loop does (`genfam.loop.train.Run`),
 jits the loop's own guarded update step, and times `--steps` steps after two
 warm-up (compiling) steps. The model's FLOPs per step come from XLA's cost
 analysis of the compiled step; achieved FLOP/s = FLOPs/step * steps/s;
@@ -22,7 +22,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from genfam import config_files, sharding, train
+from genfam.loop import sharding, train
+from genfam.settings import config_files
 
 DEFAULT_CONFIGS = ("glow", "realnvp", "vae", "ddpm", "igpt", "gan")
 

@@ -16,8 +16,8 @@ import textwrap
 
 import numpy as np
 
-from genfam import config_files
 from genfam.data import captions, pipeline, sources
+from genfam.settings import config_files
 
 
 def captioned_dataset(data_config):

@@ -17,7 +17,7 @@ What it does, in order:
    images: the bits/dim-over-time curve), then at its end the full likelihood
    evaluation and, with eval.sample_quality, FID / KID on the classifier's
    features beside the real-vs-real floor, text agreement and sampling speed
-   (`genfam.sample_quality`) on the same test images and N samples.
+   (`genfam.evaluation.sample_quality`) on the same test images and N samples.
    A run whose budget and settings have not changed since it finished
    (ROOT/<name>/compare_stamp.json) is not run again.
 3. Writes OUT (default experiments/results/compare; ROOT/results with --smoke):
@@ -101,7 +101,7 @@ def overrides_for(entry: Entry, args, root: str) -> dict:
     out.update({k: v for k, v in (("eval.ais_steps", args.ais_steps), ("eval.ais_chains", args.ais_chains)) if v})
   if args.smoke:  # draws of the sample grid's size: one compiled sampler serves both; no periodic work
     out.update({"train.eval_every": 0, "train.checkpoint_every": 0})
-    from genfam import config_files
+    from genfam.settings import config_files
     path, _, variant = entry.config_arg(True).partition(":")
     out["eval.sample_batch_size"] = int(config_files.load(path, variant).sample.num)
   if entry.text_encoder:
@@ -155,7 +155,8 @@ def train_entry(entry: Entry, root: str, args) -> dict:
   print(f"{entry.name}: $ python -m genfam.main " + " ".join(cmd[3:]).replace(REPO + os.sep, ""), flush=True)
   start = time.time()
   if args.in_process:
-    from genfam import config_files, train
+    from genfam.loop import train
+    from genfam.settings import config_files
     path, _, variant = entry.config_arg(args.smoke).partition(":")
     train.train_and_evaluate(apply_overrides(config_files.load(path, variant), overrides), workdir)
   else:

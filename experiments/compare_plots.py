@@ -19,7 +19,7 @@ import textwrap
 import numpy as np
 
 from genfam.data import captions, sources
-from genfam.logbook import read_metrics
+from genfam.loop.logbook import read_metrics
 
 COLUMNS = 10
 

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam import config_files, images
 from genfam.data import sources
+from genfam.evaluation import images
 from genfam.families import diffusion
+from genfam.settings import config_files
 
 DEFAULT_STEPS = (10, 20, 50, 100, 250)
 
@@ -36,7 +37,7 @@ def load_params(args):
     family = diffusion.make(config, spec)
     batch = {"image": np.zeros((1,) + tuple(spec.image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
     return config, spec, family.eval_params(family.init(jax.random.PRNGKey(config.seed), batch))
-  from genfam import train
+  from genfam.loop import train
   config = config_files.saved(args.workdir, args.config)
   run = train.Run(config, args.workdir)
   state, _, meta = run.restore_or_fail()

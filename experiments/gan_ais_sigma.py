@@ -24,9 +24,10 @@ import os
 import jax
 import numpy as np
 
-from genfam import config_files, sharding, train
 from genfam.data import pipeline
 from genfam.families import gan
+from genfam.loop import sharding, train
+from genfam.settings import config_files
 
 
 def main():

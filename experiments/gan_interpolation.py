@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam import config_files, images, train
+from genfam.evaluation import images
 from genfam.families import clip, gan
+from genfam.loop import train
+from genfam.settings import config_files
 
 
 def condition(model, spec, text: str):

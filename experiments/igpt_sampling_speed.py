@@ -22,15 +22,15 @@ import time
 import jax
 import numpy as np
 
-from genfam import config_files
 from genfam.data import sources
 from genfam.families import igpt
+from genfam.settings import config_files
 
 
 def load(args):
   """-> (config, spec, params)."""
   if args.workdir:
-    from genfam import train
+    from genfam.loop import train
     config = config_files.saved(args.workdir, args.config)
     run = train.Run(config, args.workdir)
     state, _, meta = run.restore_or_fail()

@@ -50,7 +50,7 @@ class Family(NamedTuple):
   """The small set of pure functions every family exposes.
 
   A family has `log_likelihood`, `test_metrics`, or both; the evaluation
-  reports each it has (`genfam.evaluate.evaluate_family`).
+  reports each it has (`genfam.evaluation.evaluate.evaluate_family`).
 
   init(rng, batch) -> state
       The train state pytree: params, optimizer state(s), model state, EMA.

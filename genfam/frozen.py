@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genfam import config_files, registry, sharding
-from genfam.checkpointing import Checkpointer
+from genfam import registry
 from genfam.data import sources
 from genfam.errors import GenfamError
+from genfam.loop import sharding
+from genfam.loop.checkpointing import Checkpointer
+from genfam.settings import config_files
 
 
 class Frozen(NamedTuple):

@@ -3,7 +3,7 @@
   python -m genfam.main --config=configs/glow.py [--config.a.b=value ...] [--workdir=DIR]
                         [--mode=train|eval|sample]
 
-Intentionally short: the work is in `genfam.train`.
+Intentionally short: the work is in `genfam.loop.train`.
 """
 import difflib
 import errno
@@ -15,9 +15,9 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from genfam import config_files
 from genfam.errors import GenfamError
-from genfam.workdir import Preempted
+from genfam.loop.workdir import Preempted
+from genfam.settings import config_files
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py[:variant]).",
                                           lock_config=True)
@@ -91,7 +91,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   join_processes()
   import jax
-  from genfam import train
+  from genfam.loop import train
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   os.makedirs(workdir, exist_ok=True)

@@ -12,7 +12,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
-from genfam import config_files  # noqa: E402
+from genfam.settings import config_files  # noqa: E402
 
 REPO = config_files.REPO
 

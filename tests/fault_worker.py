@@ -15,8 +15,9 @@ import threading
 import time
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from genfam import evaluate, sharding, train  # noqa: E402
-from genfam.checkpointing import Checkpointer  # noqa: E402
+from genfam.evaluation import evaluate  # noqa: E402
+from genfam.loop import sharding, train  # noqa: E402
+from genfam.loop.checkpointing import Checkpointer  # noqa: E402
 
 
 def die():

@@ -8,8 +8,8 @@ import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from tests.conftest import load_config  # noqa: E402
-from genfam import train  # noqa: E402
-from genfam.checkpointing import Checkpointer  # noqa: E402
+from genfam.loop import train  # noqa: E402
+from genfam.loop.checkpointing import Checkpointer  # noqa: E402
 
 
 def main(name, workdir, out, steps):

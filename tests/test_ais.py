@@ -1,4 +1,4 @@
-"""Annealed importance sampling (`genfam.ais`) against known answers.
+"""Annealed importance sampling (`genfam.likelihood.ais`) against known answers.
 
 1. A linear-Gaussian decoder, p(z) = N(0, I_L), p(y|z) = N(W z + c, s^2 I_D),
    whose marginal p(y) = N(c, W W^T + s^2 I) is known in closed form: the
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import ais
+from genfam.likelihood import ais
 
 
 def test_sigmoid_schedule():
@@ -148,8 +148,8 @@ def test_ais_on_the_vae_decoder_is_at_least_its_iwae_bound(trained_vae):
   """AIS (T = 100, 4 chains) on the VAE's discrete decoder log p(x|z) >= IWAE-8 on the same 8
   images, and within 0.015 bits/dim of IWAE-256 (both estimate the same log p(x), the IWAE
   bound from below; a tight IWAE here: latent 4, a good encoder)."""
-  from genfam.bits import nats_to_bpd
   from genfam.families import vae
+  from genfam.likelihood.bits import nats_to_bpd
   config, spec, family, params, images = trained_vae
   model, pixels = vae.build(config, spec)
   x = jnp.asarray(images, jnp.int32)                                            # [B, 8, 8, 1]

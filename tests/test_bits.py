@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam import bits
+from genfam.likelihood import bits
 
 
 def test_uniform_density_on_unit_cube_is_exactly_8_bits_per_dim():

@@ -3,8 +3,9 @@ metrics, and a short digits run whose accuracies clear their chance levels."""
 import jax
 import numpy as np
 
-from genfam import registry, train
+from genfam import registry
 from genfam.data import sources
+from genfam.loop import train
 from tests.conftest import load_config
 
 

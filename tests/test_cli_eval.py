@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from genfam import train
+from genfam.loop import train
 from tests.conftest import REPO, load_config
 
 

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from genfam import config_checks, train
 from genfam.errors import GenfamError
+from genfam.loop import train
+from genfam.settings import config_checks
 from tests.conftest import REPO, load_config
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py")))

@@ -17,13 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import evaluate, registry, train
-from genfam.checkpointing import Checkpointer
+from genfam import registry
 from genfam.data import sources
 from genfam.errors import GenfamError
+from genfam.evaluation import evaluate
 from genfam.families import diffusion
 from genfam.family import METRICS_KIND
-from genfam.logbook import read_metrics
+from genfam.loop import train
+from genfam.loop.checkpointing import Checkpointer
+from genfam.loop.logbook import read_metrics
 from tests.conftest import REPO, load_config
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py")))

@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from genfam.config_base import base_config
 from genfam.data import builders, pipeline, sources
 from genfam.errors import GenfamError
+from genfam.settings.config_base import base_config
 
 
 def _data_config(name):

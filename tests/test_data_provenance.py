@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from genfam.config_base import base_config
 from genfam.data import provenance, sources
+from genfam.settings.config_base import base_config
 
 
 def _write_idx(path, array):

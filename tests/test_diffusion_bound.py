@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam.bits import nats_to_bpd
 from genfam.diffusion import bound, schedules
+from genfam.likelihood.bits import nats_to_bpd
 
 T = 40
 

@@ -11,11 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import evaluate, train
 from genfam.data import captions
 from genfam.data.spec import DatasetSpec
 from genfam.errors import GenfamError
+from genfam.evaluation import evaluate
 from genfam.families import diffusion
+from genfam.loop import train
 from tests.conftest import load_config
 from tests.test_frozen import clip_workdir  # noqa: F401 (module-scoped fixture: a trained CLIP smoke workdir)
 

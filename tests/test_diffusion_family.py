@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam.bits import nats_to_bpd
 from genfam.data.spec import DatasetSpec
 from genfam.diffusion import bound
 from genfam.errors import GenfamError
 from genfam.families import diffusion as family_module
+from genfam.likelihood.bits import nats_to_bpd
 from tests.conftest import load_config
 
 SPEC = DatasetSpec("digits", (8, 8, 1), 17, tuple(str(i) for i in range(10)), 1437, 360)

@@ -5,9 +5,11 @@ import math
 import jax
 import numpy as np
 
-from genfam import evaluate, registry, sharding
+from genfam import registry
 from genfam.data import sources
+from genfam.evaluation import evaluate
 from genfam.families import independent
+from genfam.loop import sharding
 from tests.conftest import load_config
 
 

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from genfam import train
-from genfam import workdir as workdir_guard
 from genfam.errors import GenfamError
-from genfam.logbook import read_metrics
+from genfam.loop import train
+from genfam.loop import workdir as workdir_guard
+from genfam.loop.logbook import read_metrics
 from tests.conftest import REPO, load_config
 
 ARGS = ["--config.train.num_steps=30", "--config.train.checkpoint_every=5", "--config.train.progress=False"]
@@ -104,7 +104,7 @@ def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
 
 def test_a_killed_lock_holder_leaves_no_stale_lock(tmp_path):
   holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
-                             "from genfam import workdir; ctx = workdir.lock(sys.argv[2]); ctx.__enter__(); "
+                             "from genfam.loop import workdir; ctx = workdir.lock(sys.argv[2]); ctx.__enter__(); "
                              "print('held', flush=True); time.sleep(600)", REPO, str(tmp_path)],
                             stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline().strip() == "held"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from genfam import fid
+from genfam.evaluation import fid
 
 
 def _random_cov(rng, d):

@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from genfam import train
 from genfam.data import captions
 from genfam.errors import GenfamError
 from genfam.frozen import load_frozen
+from genfam.loop import train
 from tests.conftest import load_config
 
 

@@ -2,8 +2,10 @@
 import jax
 import pytest
 
-from genfam import evaluate, registry, sharding
+from genfam import registry
 from genfam.data import sources
+from genfam.evaluation import evaluate
+from genfam.loop import sharding
 from tests.conftest import load_config
 
 

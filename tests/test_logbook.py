@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
-from genfam.logbook import Logbook, read_metrics, truncate_after
+from genfam.loop.logbook import Logbook, read_metrics, truncate_after
 
 
 def _events(workdir) -> list:

@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from genfam import train
-from genfam.logbook import read_metrics
+from genfam.loop import train
+from genfam.loop.logbook import read_metrics
 from tests.conftest import REPO, load_config
 
 ARGS = ["--config=configs/independent.py:smoke", "--config.train.num_steps=12", "--config.train.checkpoint_every=4",

@@ -4,7 +4,7 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
-from genfam import train
+from genfam.loop import train
 from tests.conftest import REPO, load_config
 
 

@@ -1,4 +1,4 @@
-"""The one sample-quality evaluation (genfam/sample_quality.py), with stand-in judges.
+"""The one sample-quality evaluation (genfam/evaluation/sample_quality.py), with stand-in judges.
 
 The judges here are plain functions of pixels (features = the flattened image,
 class = a fixed guess), so each number can be checked against an independent
@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import fid, sample_quality, train
 from genfam.data import captions, pipeline, sources
 from genfam.errors import GenfamError
+from genfam.evaluation import fid, sample_quality
+from genfam.loop import train
 from tests.conftest import load_config
 
 

@@ -13,10 +13,11 @@ import numpy as np
 import optax
 import pytest
 
-from genfam import cadence, checkpointing, registry, train
-from genfam.checkpointing import Checkpointer
+from genfam import registry
 from genfam.errors import GenfamError
-from genfam.logbook import read_metrics
+from genfam.loop import cadence, checkpointing, train
+from genfam.loop.checkpointing import Checkpointer
+from genfam.loop.logbook import read_metrics
 from tests.conftest import REPO, load_config
 
 

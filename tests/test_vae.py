@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from configs import vae as vae_config
-from genfam.bits import nats_to_bpd
 from genfam.data.spec import DatasetSpec
 from genfam.errors import GenfamError
 from genfam.families import vae
+from genfam.likelihood.bits import nats_to_bpd
 from genfam.nets.vae_nets import VAE, PixelDecoder, level_sizes
 
 SPEC = DatasetSpec("digits", (8, 8, 1), 17, tuple(str(i) for i in range(10)), 1437, 360)

@@ -1,4 +1,4 @@
-"""Discrete pixel likelihoods (genfam.discretized) and the VAE's PixelDecoder.
+"""Discrete pixel likelihoods (genfam.likelihood.discretized) and the VAE's PixelDecoder.
 
 The K bin probabilities of one pixel must sum to one for any location and
 scale, extreme ones included, since the reported bits/dim is only a bound on
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from genfam import discretized
+from genfam.likelihood import discretized
 from genfam.nets.vae_nets import PixelDecoder
 
 BINS = (256, 17)

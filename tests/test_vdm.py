@@ -157,7 +157,7 @@ class ReconstructionTest(chex.TestCase):
           hi = 1.0 if k == num_bins - 1 else _phi((c + half - mean) / std)
           want -= math.log(hi - lo)
           want_at_mean -= math.log(_phi(half / std) if k in (0, num_bins - 1) else 2 * _phi(half / std) - 1)
-        # genfam.discretized places the bin edges in float32 (2e-6 relative here at K = 256)
+        # genfam.likelihood.discretized places the bin edges in float32 (2e-6 relative here at K = 256)
         np.testing.assert_allclose(got[b], want, rtol=1e-5)
         np.testing.assert_allclose(at_mean[b], want_at_mean, rtol=1e-5)
       # ... which is DDPM's decoder term with mean z_0 / alpha_0 and log variance gamma_0

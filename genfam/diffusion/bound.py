@@ -7,7 +7,7 @@ For integer data x in {0 .. K-1}^D mapped to bin centres x_0 on [-1, 1],
   L_prior = KL(q(x_T | x_0) || N(0, I))
   L_{t-1} = E_q KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)),  t = 2 .. T
   L_0     = E_q -log P(x | x_1),  P the discretized Gaussian N(mu(x_1), sigma_1^2)
-            over K bins on [-1, 1] with open edge bins (`genfam.discretized`)
+            over K bins on [-1, 1] with open edge bins (`genfam.likelihood.discretized`)
 
 with p(x_{t-1} | x_t) = N(mu(x_t, eps_theta(x_t, t)), Sigma_t), Sigma_t = sigma_t^2 I
 fixed, or learned (Nichol & Dhariwal): log Sigma_t = v log beta_t + (1 - v) log beta-tilde_t
@@ -25,9 +25,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from genfam.discretized import bin_centres, discretized_gaussian_log_prob
 from genfam.diffusion import process
 from genfam.diffusion.schedules import Schedule
+from genfam.likelihood.discretized import bin_centres, discretized_gaussian_log_prob
 
 # (x_t [B, ...], t [B]) -> eps [B, ...], or (eps, v) [B, ...] each for a learned variance
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]

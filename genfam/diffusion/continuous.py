@@ -3,7 +3,7 @@
 Variance preserving, with a noise schedule gamma(t) increasing on t in [0, 1]:
   z_t = alpha_t x_0 + sigma_t eps,  alpha_t^2 = sigmoid(-gamma(t)),  sigma_t^2 = sigmoid(gamma(t)),
   SNR(t) = alpha_t^2 / sigma_t^2 = exp(-gamma(t)).
-x_0 is the bin centre of x in {0 .. K-1} on [-1, 1] (as DDPM, `genfam.discretized`).
+x_0 is the bin centre of x in {0 .. K-1} on [-1, 1] (as DDPM, `genfam.likelihood.discretized`).
 
 The bound, per example, in nats (bits/dim = nats / (D log 2), D stored pixels):
 
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from genfam.diffusion.bound import decoder_nll
-from genfam.discretized import bin_centres
+from genfam.likelihood.discretized import bin_centres
 
 GammaFn = Callable[[jax.Array], jax.Array]
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]

@@ -49,13 +49,13 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from genfam import optim
-from genfam.bits import nats_to_bpd
 from genfam.diffusion import bound, losses, process, samplers, schedules
 from genfam.diffusion.process import q_sample
-from genfam.discretized import bin_centres
 from genfam.errors import GenfamError
 from genfam.family import Family
+from genfam.likelihood.bits import nats_to_bpd
+from genfam.likelihood.discretized import bin_centres
+from genfam.loop import optim
 from genfam.nets.unet import UNet
 
 BOUND_CONDITIONS = ("label", "caption", "null")

@@ -3,7 +3,7 @@
 The model (genfam.families.flow_models) is one bijector f from dequantized
 images y = (x + u) / K in [0, 1)^D to eps in R^D, so the likelihood is exact:
   -log p(y) = -log N(eps; 0, I) - log|det df/dy|            (nats)
-and, through genfam.bits, bpd = (-log p(y) + D log K) / (D log 2).
+and, through genfam.likelihood.bits, bpd = (-log p(y) + D log K) / (D log 2).
 `log_likelihood` returns that total as 'bpd' with its labelled parts, all
 [B] bits/dim, which add up to it:
   prior_bpd           -log N(eps; 0, I) - (learned priors' log-det): -log of
@@ -25,10 +25,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from genfam import bits, optim
 from genfam.errors import GenfamError
-from genfam.family import Family
 from genfam.families.flow_models import Glow, MultiScaleFlow, RealNVP
+from genfam.family import Family
+from genfam.likelihood import bits
+from genfam.loop import optim
 
 KINDS = ("realnvp", "glow")
 

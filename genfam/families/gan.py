@@ -36,7 +36,7 @@ same condition against the spread of real images, L2 over pixels);
 
 Likelihood (kind 'ais', Wu et al. 2017): the observation model
 p(y | z, c) = N(G_ema(z, c), sigma^2 I_D) on the dequantized y, p(z) = N(0, I),
-and log p(y | c) estimated by forward AIS (`genfam.ais`: sigmoid schedule of
+and log p(y | c) estimated by forward AIS (`genfam.likelihood.ais`: sigmoid schedule of
 eval.ais_steps steps, BlackJAX HMC with eval.ais_leapfrog leapfrog steps,
 eval.ais_chains chains per image combined by log-mean-exp, step size adapted
 toward 0.65 acceptance through eval.ais_adapt_chains pilot chains). It is a
@@ -58,12 +58,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genfam import ais
-from genfam.bits import dequantize, nats_to_bpd
 from genfam.errors import GenfamError
 from genfam.family import Family
+from genfam.likelihood import ais
+from genfam.likelihood.bits import dequantize, nats_to_bpd
+from genfam.loop.optim import ema_decay_at, ema_update, make_optimizer
 from genfam.nets.gan_nets import Discriminator, Generator, check_levels
-from genfam.optim import ema_decay_at, ema_update, make_optimizer
 
 CONDITIONS = ("label", "caption")
 GAN_INT_BETA = 0.5

@@ -8,10 +8,10 @@ fastest family, which makes it the loop's test subject.
 import jax
 import jax.numpy as jnp
 
-from genfam import bits
 from genfam.family import Family
-from genfam.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
-                          scalar_loss_family_state)
+from genfam.likelihood import bits
+from genfam.loop.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
+                               scalar_loss_family_state)
 
 
 def log_prob(logits, image, label, conditional: bool):

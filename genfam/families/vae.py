@@ -5,7 +5,7 @@ N(mu_y, diag sigma_y^2) per label y); posterior q(z|x) = N(mu(x), diag
 sigma(x)^2); decoder p(x|z) a discretized logistic (mixture) or discretized
 Gaussian over the K bins of each stored pixel, pixels independent given z
 (`genfam.nets.vae_nets`). All log-densities are natural logs; every reported
-number goes through `genfam.bits.nats_to_bpd` with D = H * W * C as stored.
+number goes through `genfam.likelihood.bits.nats_to_bpd` with D = H * W * C as stored.
 
 Bounds on log p(x) of the discrete data x in {0..K-1}^D (nats, per example):
 
@@ -37,13 +37,13 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from genfam.bits import nats_to_bpd
-from genfam.discretized import bin_centres
 from genfam.errors import GenfamError
 from genfam.family import Family
+from genfam.likelihood.bits import nats_to_bpd
+from genfam.likelihood.discretized import bin_centres
+from genfam.loop.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
+                               scalar_loss_family_state)
 from genfam.nets.vae_nets import VAE, PixelDecoder
-from genfam.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
-                          scalar_loss_family_state)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -320,7 +320,7 @@ def reconstruct(config, spec, params, image, rng, label=None, posterior: str = "
 @functools.partial(jax.jit, static_argnums=0)
 def _init_params(model, rng, x, label):
   """model.init under jit (one compile, not one per op). The loop runs every
-  family's init with the classic threefry (see genfam.train.Run.init_state)."""
+  family's init with the classic threefry (see genfam.loop.train.Run.init_state)."""
   return model.init(rng, x, label)["params"]
 
 

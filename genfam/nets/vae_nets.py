@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genfam.discretized import (discretized_gaussian_log_prob, discretized_logistic_log_prob,
-                                discretized_logistic_mixture_log_prob)
+from genfam.likelihood.discretized import (discretized_gaussian_log_prob, discretized_logistic_log_prob,
+                                           discretized_logistic_mixture_log_prob)
 from genfam.nets.conv import ResidualBlock
 
 
@@ -149,7 +149,7 @@ class PixelDecoder:
                         independent given z (no PixelCNN++ channel coupling).
     'logistic'          one discretized logistic; P = 2 [mean | log-scale].
     'gaussian'          one discretized Gaussian; P = 2 [mean | log-scale].
-  Bins lie on [-1, 1] with open edge bins (genfam.discretized), so these are
+  Bins lie on [-1, 1] with open edge bins (genfam.likelihood.discretized), so these are
   probabilities of the discrete pixels and -log p(x|z) is in nats of the data.
   Log-scales are floored at min_log_scale (PixelCNN++ uses -7).
   """

@@ -3,7 +3,7 @@
 Every number follows the likelihood conventions of docs/DESIGN.md: D is the stored pixel
 count of the dataset, K its number of grey levels (256, or 17 for digits), and
 every family's `log_likelihood` already returns per-example bits/dim through
-`genfam.bits`. Here the per-example values are averaged over `num_draws`
+`genfam.likelihood.bits`. Here the per-example values are averaged over `num_draws`
 independent draws of the family's noise (dequantization, posterior samples,
 timesteps) and then over the test examples; the standard error is that of the
 test mean over examples.
@@ -23,9 +23,9 @@ import time
 import jax
 import numpy as np
 
-from genfam import sharding
 from genfam.data import pipeline
 from genfam.family import METRICS_KIND
+from genfam.loop import sharding
 
 
 def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int, batch_size: int,

@@ -16,12 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam import cadence, config_checks, evaluate, images, registry, sample_quality, sharding
-from genfam import workdir as workdir_guard
-from genfam.checkpointing import Checkpointer, config_to_dict
+from genfam import registry
 from genfam.data import pipeline, sources
 from genfam.errors import GenfamError
-from genfam.logbook import Logbook, progress_bar
+from genfam.evaluation import evaluate, images, sample_quality
+from genfam.loop import cadence, sharding
+from genfam.loop import workdir as workdir_guard
+from genfam.loop.checkpointing import Checkpointer, config_to_dict
+from genfam.loop.logbook import Logbook, progress_bar
+from genfam.settings import config_checks
 
 
 # Eval key index of the final (and --mode=eval) evaluation.
@@ -80,7 +83,7 @@ class Run:
 
   def sample_quality(self, state, key) -> dict | None:
     """FID / KID against the real-vs-real floor, text agreement and sampling speed
-    (`genfam.sample_quality`) when config.eval.sample_quality is set and the family samples;
+    (`genfam.evaluation.sample_quality`) when config.eval.sample_quality is set and the family samples;
     else None. Its first samples and their conditions go to WORKDIR/sample_quality_samples.npz
     (the comparison's pictures)."""
     c = self.config.eval

@@ -1,6 +1,6 @@
 """Bad config values become one line naming the key and the fix, before anything runs.
 
-`check(config)` covers the sections every config shares (`genfam.config_base`):
+`check(config)` covers the sections every config shares (`genfam.settings.config_base`):
 sizes and counts that must be positive or non-negative, rates and decays in
 their ranges, and the local source directory, which must exist. A family checks its own model
 keys where it is built (`make`), with the same kind of message.

@@ -47,7 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_draws = 1            # independent noise draws (dequantization, posterior, t) per example
   c.eval.extra_num_examples = 0   # test examples for a family's extra bounds (e.g. IWAE-1000); 0 = num_examples
   c.eval.every_seconds = 0.0      # >0: also evaluate (train.eval_examples) each time training time passes a multiple
-  # Sample quality at the final evaluation (genfam/sample_quality.py): FID / KID on the domain
+  # Sample quality at the final evaluation (genfam/evaluation/sample_quality.py): FID / KID on the domain
   # classifier's features with the real-vs-real floor, text agreement, sampling speed. Off by default.
   c.eval.sample_quality = False
   c.eval.classifier_workdir = ""  # a configs/classifier.py workdir (required with sample_quality)

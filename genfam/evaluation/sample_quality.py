@@ -14,7 +14,7 @@ and evaluation captions (seed `pipeline.EVAL_CAPTION_SEED`, epoch 0: what
 - from the caption of test image i mod M by a caption model (condition 'caption'),
 so a conditional model's class mix is the test split's.
 
-FID and KID (`genfam.fid`) on the classifier's penultimate features f(x) in R^F:
+FID and KID (`genfam.evaluation.fid`) on the classifier's penultimate features f(x) in R^F:
   fid = FID(f(samples), f(reference)),   kid = KID(f(samples), f(reference)),
 beside the real-vs-real floor: the first min(N, train size) TRAIN images against
 the same reference, at the same N (FID is biased in N; KID is not).
@@ -40,9 +40,10 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
-from genfam import fid, sharding
 from genfam.data import captions, pipeline
 from genfam.errors import GenfamError
+from genfam.evaluation import fid
+from genfam.loop import sharding
 
 CONDITIONS = ("", "label", "caption")
 

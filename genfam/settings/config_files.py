@@ -3,7 +3,8 @@ import importlib.util
 import json
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# genfam/settings/config_files.py -> the repository root, which holds configs/.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def resolve(name_or_path: str) -> str:
