@@ -20,7 +20,11 @@ What it does, in order:
    (`genfam.sample_quality`) on the same test images and N samples.
    A run whose budget and settings have not changed since it finished
    (ROOT/<name>/compare_stamp.json) is not run again.
-3. Writes OUT (default experiments/results/compare; ROOT/results with --smoke):
+3. Times sampling by setting on the trained models (unconditional diffusion:
+   DDPM's T steps and DDIM at 10 / 50 / 100 steps; the image-GPT: cached vs
+   uncached), with experiments.diffusion_sampling_speed / igpt_sampling_speed
+   (--no-sampling_speed skips it; not with --smoke).
+4. Writes OUT (default experiments/results/compare; ROOT/results with --smoke):
    compare.md / compare.csv / compare.json, one row per entry, and the plots of
    `experiments.compare_plots`; notebooks/compare.ipynb shows them.
 
@@ -268,14 +272,73 @@ def markdown(rows: list[dict], args) -> str:
   return "\n".join(lines + notes) + "\n"
 
 
-def write_outputs(rows: list[dict], out: str, root: str, args) -> dict:
+# ---------------------------------------------------------------------------------------- sampling speed
+
+DDIM_SPEED_STEPS = "10,50,100"   # DDIM step counts timed beside DDPM's T ancestral steps
+
+
+def speed_command(row: dict, args) -> tuple[list[str], str] | None:
+  """The sampling-speed experiment of a row's family, or None: DDIM at several step counts and
+  DDPM's T steps for unconditional diffusion (experiments.diffusion_sampling_speed), cached vs
+  uncached sampling for the unconditional image-GPT (experiments.igpt_sampling_speed). -> (argv, json)."""
+  workdir = row["workdir"]
+  if row["condition"] != "none":
+    return None
+  if row["family"] == "diffusion":
+    out = os.path.join(workdir, "sampling_speed")
+    return ([sys.executable, "-m", "experiments.diffusion_sampling_speed", f"--workdir={workdir}", f"--out={out}",
+             f"--steps={DDIM_SPEED_STEPS}", f"--num={args.speed_images}"], os.path.join(out, "sampling_speed.json"))
+  if row["family"] == "igpt":
+    out = os.path.join(workdir, "igpt_sampling_speed.json")
+    return ([sys.executable, "-m", "experiments.igpt_sampling_speed", f"--workdir={workdir}", f"--out={out}",
+             f"--num={args.speed_images}", "--uncached_num=2"], out)
+  return None
+
+
+def sampling_speeds(rows: list[dict], args) -> list[dict]:
+  """Runs each row's sampling-speed experiment on its trained model (again only when the run's
+  results.json is newer than the timing) -> [{'name', 'sampler', 'steps', 'images_per_s', ...}]."""
+  out = []
+  for r in rows:
+    job = speed_command(r, args)
+    if job is None:
+      continue
+    cmd, path = job
+    results = os.path.join(r["workdir"], "results.json")
+    if not (os.path.exists(path) and os.path.getmtime(path) > os.path.getmtime(results)):
+      print(f"{r['name']}: sampling speed: $ python " + " ".join(cmd[1:]).replace(REPO + os.sep, ""), flush=True)
+      with open(os.path.join(r["workdir"], "compare.log"), "a") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    with open(path) as f:
+      timing = json.load(f)
+    for t in timing["rows"]:
+      steps = t["steps"] if r["family"] == "diffusion" else timing["num_dims"]   # image-GPT: one per pixel
+      out.append({"name": r["name"], "sampler": t["sampler"], "steps": steps,
+                  "images": t.get("num_images", t.get("num")), "images_per_s": t["images_per_s"],
+                  "seconds_per_image": 1.0 / t["images_per_s"]})
+  return out
+
+
+def speed_markdown(speeds: list[dict]) -> str:
+  lines = ["", "Sampling speed by setting, on the same trained models (one timed call after compiling; "
+           "image-GPT: 'cached' runs one token per call against the key-value cache, 'uncached' the full "
+           "forward pass over every position):", "",
+           "| family | sampler | sequential network calls per image | images per call | images/s | s/image |",
+           "|---|---|---:|---:|---:|---:|"]
+  for s in speeds:
+    lines.append(f"| {s['name']} | {s['sampler']} | {s['steps']} | "
+                 f"{s['images']} | {s['images_per_s']:.2f} | {s['seconds_per_image']:.3f} |")
+  return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: list[dict], out: str, root: str, args, speeds: list[dict] = ()) -> dict:
   """compare.md / .csv / .json and the plots in `out`; -> {name: path}."""
   from experiments import compare_plots
   os.makedirs(out, exist_ok=True)
   paths = {"markdown": os.path.join(out, "compare.md"), "csv": os.path.join(out, "compare.csv"),
            "json": os.path.join(out, "compare.json")}
   with open(paths["markdown"], "w") as f:
-    f.write(markdown(rows, args))
+    f.write(markdown(rows, args) + (speed_markdown(speeds) if speeds else ""))
   with open(paths["csv"], "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -283,7 +346,7 @@ def write_outputs(rows: list[dict], out: str, root: str, args) -> dict:
   with open(paths["json"], "w") as f:
     json.dump({"budget_minutes": args.budget_minutes, "num_samples": args.num_samples, "smoke": args.smoke,
                "root": root, "judges": judge_root(args, root), "test_images": args.test_images or "each config's own",
-               "rows": rows}, f, indent=2)
+               "rows": rows, "sampling_speed": list(speeds)}, f, indent=2)
   paths.update(compare_plots.draw_all(rows, out))
   return paths
 
@@ -306,6 +369,10 @@ def main(argv=None) -> dict:
                       "(default 0: each config's own)")
   parser.add_argument("--ais_steps", type=int, default=0, help="the GANs' eval.ais_steps (default: the config's)")
   parser.add_argument("--ais_chains", type=int, default=0, help="the GANs' eval.ais_chains (default: the config's)")
+  parser.add_argument("--sampling_speed", action=argparse.BooleanOptionalAction, default=True,
+                      help="time diffusion's DDIM steps / DDPM and the image-GPT's cached / uncached sampler "
+                      "on the trained models (not with --smoke)")
+  parser.add_argument("--speed_images", type=int, default=16, help="images per timed sampling call")
   parser.add_argument("--num_samples", type=int, default=None, help="N of FID / KID (default 10000; 32 with --smoke)")
   parser.add_argument("--dataset", default="", help="data.name for every run (default: each config's own)")
   parser.add_argument("--only", default="", help="comma-separated entry names (default: all)")
@@ -336,7 +403,8 @@ def main(argv=None) -> dict:
         raise
       failed.append(entry.name)
       print(f"{entry.name}: FAILED ({e}); see {os.path.join(root, entry.name, 'compare.log')}", flush=True)
-  paths = write_outputs(rows, out, root, args) if rows else {}
+  speeds = sampling_speeds(rows, args) if args.sampling_speed and not args.smoke else []
+  paths = write_outputs(rows, out, root, args, speeds) if rows else {}
   for name, path in paths.items():
     print(f"{name}: {path}")
   if failed:

@@ -17,7 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 from experiments import compare
-from tests.conftest import REPO
+from tests.conftest import REPO, load_config
 
 ALWAYS = ("bpd", "bpd_stderr", "test_images", "likelihood_seconds_per_image", "fid", "fid_floor", "kid", "kid_std",
           "kid_floor", "parameters", "steps", "train_minutes", "train_images_per_s", "sample_images_per_s")
@@ -126,3 +126,21 @@ def test_the_run_settings_put_every_likelihood_on_the_same_images_and_judges():
 def test_judges_from_a_folder_without_them_is_a_one_line_error(tmp_path):
   with pytest.raises(SystemExit, match=r"has no finished classifier run .*or leave --judges_from out"):
     compare.main([f"--root={tmp_path / 'r'}", f"--judges_from={tmp_path}", "--only=vae"])
+
+
+def test_sampling_speed_times_ddim_steps_ddpm_and_the_cached_igpt_on_the_trained_models(tmp_path):
+  from genfam import train
+  rows = []
+  for name, family in (("ddpm", "diffusion"), ("igpt", "igpt")):
+    config = load_config(name)
+    config.train.progress = False
+    train.train_and_evaluate(config, str(tmp_path / name))
+    rows.append({"name": name, "family": family, "condition": "none", "workdir": str(tmp_path / name)})
+  rows.append({"name": "vae", "family": "vae", "condition": "none", "workdir": "/not/run"})   # no experiment
+  speeds = compare.sampling_speeds(rows, type("Args", (), {"speed_images": 2}))
+  T, D = load_config("ddpm").diffusion.num_steps, 8 * 8
+  assert [(s["name"], s["sampler"], s["steps"]) for s in speeds] == [
+      ("ddpm", "ddpm", T), ("ddpm", "ddim", 10), ("igpt", "cached", D), ("igpt", "uncached", D)]
+  assert all(s["images_per_s"] > 0 and math.isfinite(s["seconds_per_image"]) for s in speeds)
+  table = compare.speed_markdown(speeds)
+  assert table.count("\n| ddpm |") == 2 and "| igpt | uncached | 64 | 2 |" in table
