@@ -20,7 +20,11 @@ What it does, in order:
    (`genfam.evaluation.sample_quality`) on the same test images and N samples.
    A run whose budget and settings have not changed since it finished
    (ROOT/<name>/compare_stamp.json) is not run again.
-3. Writes OUT (default experiments/results/compare; ROOT/results with --smoke):
+3. Times sampling by setting on the trained models (unconditional diffusion:
+   DDPM's T steps and DDIM at 10 / 50 / 100 steps; the image-GPT: cached vs
+   uncached), with experiments.diffusion_sampling_speed / igpt_sampling_speed
+   (--no-sampling_speed skips it; not with --smoke).
+4. Writes OUT (default experiments/results/compare; ROOT/results with --smoke):
    compare.md / compare.csv / compare.json, one row per entry, and the plots of
    `experiments.compare_plots`; notebooks/compare.ipynb shows them.
 
@@ -30,10 +34,12 @@ comparable only within one condition, and a bound only says the model is at
 least that good.
 """
 import argparse
+import concurrent.futures
 import csv
 import json
 import math
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -95,18 +101,36 @@ def overrides_for(entry: Entry, args, root: str) -> dict:
   judges = judge_root(args, root)
   out.update({"eval.sample_quality": True, "eval.classifier_workdir": os.path.join(judges, "classifier"),
               "eval.clip_workdir": os.path.join(judges, "clip"), "eval.num_samples": args.num_samples})
-  if args.test_images:  # every row's likelihood on the same first test images
+  if args.test_images:  # every row's likelihoods (an extra bound too) on the same first test images
     out["eval.num_examples"] = args.test_images
+    if "extra_num_examples" in _config(entry, args.smoke).eval:
+      out["eval.extra_num_examples"] = args.test_images
+  if args.eval_images:
+    out["train.eval_examples"] = args.eval_images
   if entry.config == "gan":
     out.update({k: v for k, v in (("eval.ais_steps", args.ais_steps), ("eval.ais_chains", args.ais_chains)) if v})
   if args.smoke:  # draws of the sample grid's size: one compiled sampler serves both; no periodic work
     out.update({"train.eval_every": 0, "train.checkpoint_every": 0})
-    from genfam.settings import config_files
-    path, _, variant = entry.config_arg(True).partition(":")
-    out["eval.sample_batch_size"] = int(config_files.load(path, variant).sample.num)
+    out["eval.sample_batch_size"] = int(_config(entry, True).sample.num)
   if entry.text_encoder:
     out["model.text_encoder_workdir"] = os.path.join(judges, "clip")
   return out
+
+
+def _config(entry: Entry, smoke: bool):
+  """The entry's config as its file defines it (before overrides)."""
+  from genfam.settings import config_files
+  path, _, variant = entry.config_arg(smoke).partition(":")
+  return config_files.load(path, variant)
+
+
+def core_sets(parallel: int) -> list[tuple]:
+  """This process's CPU cores split into `parallel` equal disjoint sets, one per concurrent run."""
+  cores = sorted(os.sched_getaffinity(0))
+  if not 1 <= parallel <= len(cores):
+    raise SystemExit(f"error: --parallel={parallel} needs 1..{len(cores)} (this process may use {len(cores)} cores)")
+  per = len(cores) // parallel
+  return [tuple(cores[i * per:(i + 1) * per]) for i in range(parallel)]
 
 
 def judge_root(args, root: str) -> str:
@@ -139,8 +163,9 @@ def apply_overrides(config, overrides: dict):
   return config
 
 
-def train_entry(entry: Entry, root: str, args) -> dict:
-  """Trains / resumes / re-evaluates one entry unless its stamp says it is done; -> its results.json."""
+def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
+  """Trains / resumes / re-evaluates one entry unless its stamp says it is done; -> its results.json.
+  cores: run the subprocess on these CPU cores only (os.sched_setaffinity); () = all."""
   workdir = os.path.join(root, entry.name)
   overrides = overrides_for(entry, args, root)
   cmd = command(entry, workdir, overrides, args.smoke)
@@ -162,7 +187,8 @@ def train_entry(entry: Entry, root: str, args) -> dict:
   else:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "compare.log"), "a") as log:
-      subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+      pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+      subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=pin)
   print(f"{entry.name}: finished in {time.time() - start:.0f} s", flush=True)
   with open(stamp_path, "w") as f:
     json.dump(stamp, f, indent=1)
@@ -236,6 +262,12 @@ def _or_na(value, fmt):
   return "n/a" if value is None else fmt(value)
 
 
+def _cores_note(args) -> str:
+  if args.parallel > 1 and not args.in_process:
+    return f"{args.parallel} runs at a time, each pinned to {len(core_sets(args.parallel)[0])} core(s)"
+  return f"one run at a time on all {len(os.sched_getaffinity(0))} cores"
+
+
 def markdown(rows: list[dict], args) -> str:
   """The table, then which likelihoods may be compared with which."""
   head = ("| family | likelihood (bits/dim) | what it is | conditional on | test images | other bounds | FID (floor) | "
@@ -255,7 +287,8 @@ def markdown(rows: list[dict], args) -> str:
   groups = {}
   for r in rows:
     groups.setdefault(r["condition"], []).append(r)
-  notes = ["", f"Budget {args.budget_minutes:g} min of training per family; FID / KID on the domain classifier's "
+  notes = ["", f"Budget {args.budget_minutes:g} min of training per family ({_cores_note(args)}; evaluations "
+           "during training not counted); FID / KID on the domain classifier's "
            f"features between {rows[0]['num_samples'] if rows else args.num_samples} samples and the first test "
            "images, floor = as many train images against the same test images; agreement columns only for "
            "conditional samples (label: class; caption: class, attributes, CLIP), real test images in brackets.",
@@ -269,14 +302,73 @@ def markdown(rows: list[dict], args) -> str:
   return "\n".join(lines + notes) + "\n"
 
 
-def write_outputs(rows: list[dict], out: str, root: str, args) -> dict:
+# ---------------------------------------------------------------------------------------- sampling speed
+
+DDIM_SPEED_STEPS = "10,50,100"   # DDIM step counts timed beside DDPM's T ancestral steps
+
+
+def speed_command(row: dict, args) -> tuple[list[str], str] | None:
+  """The sampling-speed experiment of a row's family, or None: DDIM at several step counts and
+  DDPM's T steps for unconditional diffusion (experiments.diffusion_sampling_speed), cached vs
+  uncached sampling for the unconditional image-GPT (experiments.igpt_sampling_speed). -> (argv, json)."""
+  workdir = row["workdir"]
+  if row["condition"] != "none":
+    return None
+  if row["family"] == "diffusion":
+    out = os.path.join(workdir, "sampling_speed")
+    return ([sys.executable, "-m", "experiments.diffusion_sampling_speed", f"--workdir={workdir}", f"--out={out}",
+             f"--steps={DDIM_SPEED_STEPS}", f"--num={args.speed_images}"], os.path.join(out, "sampling_speed.json"))
+  if row["family"] == "igpt":
+    out = os.path.join(workdir, "igpt_sampling_speed.json")
+    return ([sys.executable, "-m", "experiments.igpt_sampling_speed", f"--workdir={workdir}", f"--out={out}",
+             f"--num={args.speed_images}", "--uncached_num=2"], out)
+  return None
+
+
+def sampling_speeds(rows: list[dict], args) -> list[dict]:
+  """Runs each row's sampling-speed experiment on its trained model (again only when the run's
+  results.json is newer than the timing) -> [{'name', 'sampler', 'steps', 'images_per_s', ...}]."""
+  out = []
+  for r in rows:
+    job = speed_command(r, args)
+    if job is None:
+      continue
+    cmd, path = job
+    results = os.path.join(r["workdir"], "results.json")
+    if not (os.path.exists(path) and os.path.getmtime(path) > os.path.getmtime(results)):
+      print(f"{r['name']}: sampling speed: $ python " + " ".join(cmd[1:]).replace(REPO + os.sep, ""), flush=True)
+      with open(os.path.join(r["workdir"], "compare.log"), "a") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    with open(path) as f:
+      timing = json.load(f)
+    for t in timing["rows"]:
+      steps = t["steps"] if r["family"] == "diffusion" else timing["num_dims"]   # image-GPT: one per pixel
+      out.append({"name": r["name"], "sampler": t["sampler"], "steps": steps,
+                  "images": t.get("num_images", t.get("num")), "images_per_s": t["images_per_s"],
+                  "seconds_per_image": 1.0 / t["images_per_s"]})
+  return out
+
+
+def speed_markdown(speeds: list[dict]) -> str:
+  lines = ["", "Sampling speed by setting, on the same trained models (one timed call after compiling; "
+           "image-GPT: 'cached' runs one token per call against the key-value cache, 'uncached' the full "
+           "forward pass over every position):", "",
+           "| family | sampler | sequential network calls per image | images per call | images/s | s/image |",
+           "|---|---|---:|---:|---:|---:|"]
+  for s in speeds:
+    lines.append(f"| {s['name']} | {s['sampler']} | {s['steps']} | "
+                 f"{s['images']} | {s['images_per_s']:.2f} | {s['seconds_per_image']:.3f} |")
+  return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: list[dict], out: str, root: str, args, speeds: list[dict] = ()) -> dict:
   """compare.md / .csv / .json and the plots in `out`; -> {name: path}."""
   from experiments import compare_plots
   os.makedirs(out, exist_ok=True)
   paths = {"markdown": os.path.join(out, "compare.md"), "csv": os.path.join(out, "compare.csv"),
            "json": os.path.join(out, "compare.json")}
   with open(paths["markdown"], "w") as f:
-    f.write(markdown(rows, args))
+    f.write(markdown(rows, args) + (speed_markdown(speeds) if speeds else ""))
   with open(paths["csv"], "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -284,7 +376,8 @@ def write_outputs(rows: list[dict], out: str, root: str, args) -> dict:
   with open(paths["json"], "w") as f:
     json.dump({"budget_minutes": args.budget_minutes, "num_samples": args.num_samples, "smoke": args.smoke,
                "root": root, "judges": judge_root(args, root), "test_images": args.test_images or "each config's own",
-               "rows": rows}, f, indent=2)
+               "cores": _cores_note(args),
+               "rows": rows, "sampling_speed": list(speeds)}, f, indent=2)
   paths.update(compare_plots.draw_all(rows, out))
   return paths
 
@@ -307,6 +400,16 @@ def main(argv=None) -> dict:
                       "(default 0: each config's own)")
   parser.add_argument("--ais_steps", type=int, default=0, help="the GANs' eval.ais_steps (default: the config's)")
   parser.add_argument("--ais_chains", type=int, default=0, help="the GANs' eval.ais_chains (default: the config's)")
+  parser.add_argument("--sampling_speed", action=argparse.BooleanOptionalAction, default=True,
+                      help="time diffusion's DDIM steps / DDPM and the image-GPT's cached / uncached sampler "
+                      "on the trained models (not with --smoke)")
+  parser.add_argument("--speed_images", type=int, default=16, help="images per timed sampling call")
+  parser.add_argument("--parallel", type=int, default=1,
+                      help="entries trained at once, each pinned to its own equal share of the cores "
+                      "(2 on a 2-core machine: one core per run, twice the throughput)")
+  parser.add_argument("--eval_images", type=int, default=0,
+                      help="train.eval_examples of every entry: test images of the evaluations during training "
+                      "(default 0: each config's own)")
   parser.add_argument("--num_samples", type=int, default=None, help="N of FID / KID (default 10000; 32 with --smoke)")
   parser.add_argument("--dataset", default="", help="data.name for every run (default: each config's own)")
   parser.add_argument("--only", default="", help="comma-separated entry names (default: all)")
@@ -328,16 +431,28 @@ def main(argv=None) -> dict:
   else:
     for judge in JUDGES:
       train_entry(judge, root, args)
-  rows, failed = [], []
-  for entry in entries:
+  failed = []
+  free = queue.Queue()
+  for cores in (core_sets(args.parallel) if args.parallel > 1 and not args.in_process else [()]):
+    free.put(cores)
+
+  def run(entry):  # -> its row, or None if its run failed
+    cores = free.get()
     try:
-      rows.append(row(entry, root, train_entry(entry, root, args), args.smoke))
+      return row(entry, root, train_entry(entry, root, args, cores), args.smoke)
     except (subprocess.CalledProcessError, KeyError) as e:
       if args.in_process:
         raise
       failed.append(entry.name)
       print(f"{entry.name}: FAILED ({e}); see {os.path.join(root, entry.name, 'compare.log')}", flush=True)
-  paths = write_outputs(rows, out, root, args) if rows else {}
+      return None
+    finally:
+      free.put(cores)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=free.qsize()) as pool:
+    rows = [r for r in pool.map(run, entries) if r is not None]   # in ENTRIES order
+  speeds = sampling_speeds(rows, args) if args.sampling_speed and not args.smoke else []
+  paths = write_outputs(rows, out, root, args, speeds) if rows else {}
   for name, path in paths.items():
     print(f"{name}: {path}")
   if failed:

@@ -17,7 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 from experiments import compare
-from tests.conftest import REPO
+from tests.conftest import REPO, load_config
 
 ALWAYS = ("bpd", "bpd_stderr", "test_images", "likelihood_seconds_per_image", "fid", "fid_floor", "kid", "kid_std",
           "kid_floor", "parameters", "steps", "train_minutes", "train_images_per_s", "sample_images_per_s")
@@ -103,6 +103,7 @@ def test_the_notebook_shows_the_files(smoke, monkeypatch):
 def _args(*argv):
   """The parsed flags of experiments.compare that overrides_for reads ('--key=value' strings)."""
   ns = {"dataset": "", "smoke": False, "budget_minutes": 4.0, "judge_budget_minutes": 30.0, "num_samples": 500,
+        "eval_images": 0, "parallel": 1,
         "evals_per_budget": 4, "test_images": 0, "ais_steps": 0, "ais_chains": 0, "judges_from": ""}
   for a in argv:
     key, _, value = a.lstrip("-").partition("=")
@@ -112,9 +113,11 @@ def _args(*argv):
 
 def test_the_run_settings_put_every_likelihood_on_the_same_images_and_judges():
   by_name = {e.name: e for e in compare.ENTRIES}
-  args = _args("--test_images=25", "--ais_steps=50", "--ais_chains=2", "--judges_from=/somewhere")
+  args = _args("--test_images=25", "--ais_steps=50", "--ais_chains=2", "--judges_from=/somewhere",
+                "--eval_images=8")
   vae, gan = compare.overrides_for(by_name["vae"], args, "/r"), compare.overrides_for(by_name["gan_caption"], args, "/r")
-  assert vae["eval.num_examples"] == gan["eval.num_examples"] == 25
+  assert vae["eval.num_examples"] == gan["eval.num_examples"] == vae["eval.extra_num_examples"] == 25
+  assert gan["eval.extra_num_examples"] == 25 and vae["train.eval_examples"] == gan["train.eval_examples"] == 8
   assert vae["eval.every_seconds"] == 60.0 and vae["train.max_train_seconds"] == 240.0
   assert "eval.ais_steps" not in vae and (gan["eval.ais_steps"], gan["eval.ais_chains"]) == (50, 2)
   assert vae["eval.classifier_workdir"] == "/somewhere/classifier"
@@ -126,3 +129,31 @@ def test_the_run_settings_put_every_likelihood_on_the_same_images_and_judges():
 def test_judges_from_a_folder_without_them_is_a_one_line_error(tmp_path):
   with pytest.raises(SystemExit, match=r"has no finished classifier run .*or leave --judges_from out"):
     compare.main([f"--root={tmp_path / 'r'}", f"--judges_from={tmp_path}", "--only=vae"])
+
+
+def test_sampling_speed_times_ddim_steps_ddpm_and_the_cached_igpt_on_the_trained_models(tmp_path):
+  from genfam.loop import train
+  rows = []
+  for name, family in (("ddpm", "diffusion"), ("igpt", "igpt")):
+    config = load_config(name)
+    config.train.progress = False
+    train.train_and_evaluate(config, str(tmp_path / name))
+    rows.append({"name": name, "family": family, "condition": "none", "workdir": str(tmp_path / name)})
+  rows.append({"name": "vae", "family": "vae", "condition": "none", "workdir": "/not/run"})   # no experiment
+  speeds = compare.sampling_speeds(rows, type("Args", (), {"speed_images": 2}))
+  T, D = load_config("ddpm").diffusion.num_steps, 8 * 8
+  assert [(s["name"], s["sampler"], s["steps"]) for s in speeds] == [
+      ("ddpm", "ddpm", T), ("ddpm", "ddim", 10), ("igpt", "cached", D), ("igpt", "uncached", D)]
+  assert all(s["images_per_s"] > 0 and math.isfinite(s["seconds_per_image"]) for s in speeds)
+  table = compare.speed_markdown(speeds)
+  assert table.count("\n| ddpm |") == 2 and "| igpt | uncached | 64 | 2 |" in table
+
+
+def test_parallel_runs_get_disjoint_equal_core_sets():
+  import os
+  cores = sorted(os.sched_getaffinity(0))
+  sets = compare.core_sets(len(cores))
+  assert sorted(c for s in sets for c in s) == cores and all(len(s) == 1 for s in sets)
+  assert compare.core_sets(1) == [tuple(cores)]
+  with pytest.raises(SystemExit, match="--parallel"):
+    compare.core_sets(len(cores) + 1)

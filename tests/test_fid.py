@@ -61,3 +61,13 @@ def test_kid_is_unbiased_when_both_sets_come_from_one_distribution():
   value, spread = fid.kid(rng.normal(size=(300, 3)), rng.normal(1.0, 1.0, size=(300, 3)), num_subsets=20,
                           subset_size=100)
   assert value > 5 * spread / np.sqrt(20) and value > 0
+
+
+def test_kid_subsets_are_at_most_half_of_each_set_so_their_spread_is_not_zero():
+  rng = np.random.default_rng(5)
+  a, b = rng.normal(size=(40, 3)), rng.normal(0.5, 1.0, size=(40, 3))
+  value, spread = fid.kid(a, b, num_subsets=30, subset_size=1000)
+  assert spread > 0
+  assert (value, spread) == fid.kid(a, b, num_subsets=30, subset_size=20)
+  with pytest.raises(ValueError, match="at least 4"):
+    fid.kid(a[:3], b, subset_size=1000)

@@ -87,6 +87,36 @@ def test_time_budget_stops_checkpoints_and_is_kept_on_resume(tmp_path):
   assert train.train_and_evaluate(config, str(tmp_path))["step"] == config.train.num_steps
 
 
+def test_training_clock_leaves_out_excluded_blocks():
+  now = [100.0]
+  clock = cadence.TrainingClock(seconds_before=7.0, now=lambda: now[0])
+  now[0] += 2.0
+  with clock.excluded():
+    now[0] += 50.0
+  now[0] += 1.0
+  assert clock.seconds() == 10.0
+
+
+def test_periodic_evaluation_does_not_spend_the_training_budget(tmp_path, monkeypatch):
+  """Each periodic evaluation sleeps 0.4 s: the run's train_seconds (what max_train_seconds
+  and eval.every_seconds read) leaves the three evaluations out."""
+  real = train.Run.evaluate
+
+  def slow_evaluate(self, *args, **kwargs):
+    time.sleep(0.4)
+    return real(self, *args, **kwargs)
+
+  monkeypatch.setattr(train.Run, "evaluate", slow_evaluate)
+  config = load_config("independent")
+  config.train.num_steps, config.train.eval_every, config.train.max_train_seconds = 4, 1, 60.0
+  start = time.time()
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["step"] == 4
+  evals = [r for r in read_metrics(str(tmp_path)) if r["split"] == "eval"]
+  assert len(evals) == 3   # steps 1..3 (the last step gets the final evaluation)
+  assert summary["train_seconds"] <= time.time() - start - 3 * 0.4
+
+
 def _cli(args, env=None, **kw):
   env = dict(os.environ, **(env or {}))
   return subprocess.run([sys.executable, "-m", "genfam.main", *args], cwd=REPO, env=env,

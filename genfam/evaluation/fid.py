@@ -66,11 +66,13 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 def kid(features_a: np.ndarray, features_b: np.ndarray, *, num_subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
   """-> (KID, its standard deviation over subsets): the mean of `mmd2_unbiased` over
-  `num_subsets` pairs of random subsets of min(subset_size, N_a, N_b) vectors."""
+  `num_subsets` pairs of random subsets of min(subset_size, N_a // 2, N_b // 2) vectors
+  (at most half of each set, so the subsets differ and their spread means something:
+  subsets as large as the sets would all be the sets themselves, with spread 0)."""
   rng = np.random.default_rng(seed)
-  size = min(subset_size, len(features_a), len(features_b))
+  size = min(subset_size, len(features_a) // 2, len(features_b) // 2)
   if size < 2:
-    raise ValueError("KID needs at least 2 feature vectors in each set")
+    raise ValueError("KID needs at least 4 feature vectors in each set (subsets of half of each)")
   values = [mmd2_unbiased(features_a[rng.choice(len(features_a), size, replace=False)],
                           features_b[rng.choice(len(features_b), size, replace=False)])
             for _ in range(num_subsets)]

@@ -186,8 +186,8 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
   """
   if condition not in CONDITIONS:
     raise ValueError(f"unknown condition {condition!r}; use one of {CONDITIONS}")
-  if num_samples < 2:
-    raise GenfamError(f"eval.num_samples={num_samples} is too few for FID and KID: set it to at least 2 "
+  if num_samples < 4:
+    raise GenfamError(f"eval.num_samples={num_samples} is too few for FID and KID: set it to at least 4 "
                       f"(the comparison uses 10000)")
   if condition == "caption" and not isinstance(test, pipeline.CaptionedSource):
     raise GenfamError("a caption model is judged on the test captions, but the test split has none: "

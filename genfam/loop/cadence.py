@@ -1,4 +1,6 @@
-"""The one helper that decides when to log, evaluate, checkpoint or sample."""
+"""When to log, evaluate, checkpoint or sample, and the training clock that time budgets read."""
+import contextlib
+import time
 
 
 def is_due(step: int, every: int, last_step: int, first: bool = False) -> bool:
@@ -12,3 +14,30 @@ def is_due(step: int, every: int, last_step: int, first: bool = False) -> bool:
   if first and step == 1:
     return True
   return every > 0 and step % every == 0
+
+
+class TrainingClock:
+  """A run's training time: wall-clock seconds in the loop summed over every session,
+  less the time spent in the periodic evaluations and sample grids inside the loop.
+
+  train.max_train_seconds, eval.every_seconds, the checkpointed train_seconds and
+  the logged images/s all read this clock, so a family whose evaluation is costly
+  (DDPM's 1000-pass bound, AIS) gets the same training budget as one whose
+  evaluation is cheap. Checkpoint saves stay in: they are part of training.
+  """
+
+  def __init__(self, seconds_before: float = 0.0, now=None):
+    self._now = now or time.time
+    self._start, self._before, self._excluded = self._now(), float(seconds_before), 0.0
+
+  def seconds(self) -> float:
+    return self._before + self._now() - self._start - self._excluded
+
+  @contextlib.contextmanager
+  def excluded(self):
+    """Time spent inside this block is not training time."""
+    start = self._now()
+    try:
+      yield
+    finally:
+      self._excluded += self._now() - start

@@ -5,7 +5,7 @@ here. The GAN, which alternates two optimizers, builds its own update from
 `make_optimizer` twice; every other family uses `scalar_loss_family_state` and
 `make_scalar_loss_update`.
 """
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax
 import jax

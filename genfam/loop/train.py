@@ -10,7 +10,6 @@ import json
 import math
 import os
 import resource
-import time
 
 import jax
 import jax.numpy as jnp
@@ -188,12 +187,13 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
   train_step = jax.jit(guarded_update(run.family.update), donate_argnums=0,
                        out_shardings=(run.replicated, run.replicated, run.replicated))
 
-  session_start = time.time()
+  clock = cadence.TrainingClock(seconds_before)
 
   def checkpoint(step, train_seconds=None):
-    # train_seconds: wall-clock time in this loop summed over every session of the run.
+    # train_seconds: training time in this loop summed over every session of the run
+    # (periodic evaluations and sample grids left out: cadence.TrainingClock).
     if train_seconds is None:
-      train_seconds = seconds_before + time.time() - session_start
+      train_seconds = clock.seconds()
     run.checkpointer.save(step, state, pipeline.loader_state(iterator),
                           {"nonfinite_total": nonfinite_total, "train_seconds": train_seconds, "alerts": alerts})
 
@@ -201,7 +201,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
     # train.max_train_seconds: a wall-clock budget for the whole run (all sessions),
     # so variants can be compared at equal cost; checked after every step.
     budget = c.get("max_train_seconds", 0.0)
-    return budget > 0 and seconds_before + time.time() - session_start >= budget
+    return budget > 0 and clock.seconds() >= budget
 
   # config.eval.every_seconds: also evaluate (as train.eval_every does) each time the run's
   # training time passes a multiple of it, so runs on a time budget get a curve over time.
@@ -216,7 +216,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
     step += 1
     if step == start_step + 2:  # time from the end of the first (compiling) step
       jax.block_until_ready(state)
-      timer, images_seen = time.time(), 0
+      timer, images_seen = clock.seconds(), 0
     elif timer is not None:
       images_seen += config.data.batch_size
     if not bool(finite):
@@ -234,21 +234,23 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
       row = {k: v for k, v in metrics.items()}
       row.update(nonfinite_steps=nonfinite_total, skipped=float(not bool(finite)))
       if timer is not None and images_seen:
-        row["images_per_s"] = images_seen / (time.time() - timer)
+        row["images_per_s"] = images_seen / (clock.seconds() - timer)
       row = logbook.write(step, "train", row)
       note_alerts(row, step, alerts)
       bar.set_postfix(loss=f"{row['loss']:.4f}" if isinstance(row["loss"], float) else row["loss"],
                       **({name: f"{value:.4f}" for name, value in [evaluate.headline(last_eval)]} if last_eval else {}))
-    seconds = seconds_before + time.time() - session_start
+    seconds = clock.seconds()
     due_by_time = eval_period > 0 and seconds >= next_eval_seconds
     if ((c.eval_every > 0 and cadence.is_due(step, c.eval_every, total)) or due_by_time) and step != total:
-      reports = run.evaluate(state, c.eval_examples, extras=False, key=jax.random.fold_in(run.eval_key, step))
+      with clock.excluded():
+        reports = run.evaluate(state, c.eval_examples, extras=False, key=jax.random.fold_in(run.eval_key, step))
       last_eval = next(iter(reports.values()))
       logbook.write(step, "eval", {**{k: v for k, v in last_eval.items() if isinstance(v, (int, float))},
                                    "train_seconds": seconds})
       next_eval_seconds = (math.floor(seconds / eval_period) + 1) * eval_period if eval_period > 0 else 0.0
     if c.sample_every > 0 and cadence.is_due(step, c.sample_every, total) and step != total:
-      run.sample_grid(state, step)
+      with clock.excluded():
+        run.sample_grid(state, step)
     if cadence.is_due(step, c.checkpoint_every, total):
       checkpoint(step)
     if preemption.requested:
@@ -261,10 +263,10 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
   if step < total:
     print(f"stopped at step {step} of {total}: train.max_train_seconds={c.max_train_seconds:g} "
           f"of training time spent", flush=True)
-  train_seconds = seconds_before + (time.time() - session_start if step > start_step else 0.0)
+  train_seconds = clock.seconds() if step > start_step else seconds_before
   if step not in run.checkpointer.steps():
     checkpoint(step, train_seconds)
-  train_images_per_s = images_seen / (time.time() - timer) if timer and images_seen else None
+  train_images_per_s = images_seen / (clock.seconds() - timer) if timer is not None and images_seen else None
   if train_images_per_s is None:  # nothing trained in this session: keep the last session's rate
     train_images_per_s = previous_results(workdir).get("train_images_per_s")
   summary = finish(run, state, step, logbook, train_seconds)

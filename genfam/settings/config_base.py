@@ -28,7 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.sample_every = 0        # 0: sample only at the end
   c.train.max_consecutive_nonfinite = 20
-  c.train.max_train_seconds = 0.0  # stop once the run (all sessions) has trained this long; 0 = no limit
+  c.train.max_train_seconds = 0.0  # stop once the run (all sessions) has trained this long (periodic evals and
+                                   # sample grids not counted: cadence.TrainingClock); 0 = no limit
   c.train.progress = True         # a progress bar on stderr
 
   c.optim = ml_collections.ConfigDict()

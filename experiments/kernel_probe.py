@@ -1,0 +1,107 @@
+"""Which kernels reach this CPU's matrix units: GEMM and 3x3 convolutions, fp32 vs bfloat16, through XLA.
+
+  python -m experiments.kernel_probe                         # the default shapes
+  python -m experiments.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
+
+For each shape it times, forward and backward (value_and_grad of a sum, so
+the two gradient convolutions are included; 3x the forward FLOPs):
+- gemm:      an N x N @ N x N product (2 N^3 FLOPs forward);
+- conv:      lax.conv_general_dilated, 3x3, SAME, NHWC / HWIO (2 * B*H*W * 9*Cin*Cout FLOPs);
+- conv_im2col: the same convolution as one matmul of its 3x3 patches
+             [B*H*W, 9*Cin] @ [9*Cin, Cout] (the patches built by shifted slices
+             of the padded input);
+each in float32 and in bfloat16 (inputs and weights cast, products
+accumulated in float32: preferred_element_type), and reports GFLOP/s of the
+best of --reps timed calls after a compiling one. A kernel that uses the AMX
+units shows a bfloat16 rate several times its float32 rate.
+"""
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def best_seconds(fn, *args, reps: int) -> float:
+  """Fastest of `reps` calls of jitted fn after one compiling call."""
+  jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def conv_xla(x, w, dtype):  # [B, H, W, Cin], [3, 3, Cin, Cout] -> [B, H, W, Cout] float32
+  return lax.conv_general_dilated(x.astype(dtype), w.astype(dtype), (1, 1), "SAME",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  preferred_element_type=jnp.float32)
+
+
+def conv_im2col(x, w, dtype):  # [B, H, W, Cin], [3, 3, Cin, Cout] -> [B, H, W, Cout] float32
+  """The SAME 3x3 convolution as one matmul: out[b, i, j] = sum_{u, v, c} xpad[b, i+u, j+v, c] w[u, v, c]."""
+  b, h, wd, c = x.shape
+  xp = jnp.pad(x.astype(dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  patches = jnp.concatenate([xp[:, u:u + h, v:v + wd, :] for u in range(3) for v in range(3)], axis=-1)
+  out = jnp.dot(patches.reshape(b * h * wd, 9 * c), w.astype(dtype).reshape(9 * c, -1),
+                preferred_element_type=jnp.float32)
+  return out.reshape(b, h, wd, -1)
+
+
+def forward_backward(f, dtype):
+  """jit(value_and_grad) of sum(f(x, w)) with respect to both inputs."""
+  return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(f(x, w, dtype)), argnums=(0, 1)))
+
+
+def probe(batch: int, size: int, channels: int, gemm_n: int, reps: int) -> list[dict]:
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  x = jax.random.normal(keys[0], (batch, size, size, channels), jnp.float32)
+  w = jax.random.normal(keys[1], (3, 3, channels, channels), jnp.float32) * 0.05
+  a = jax.random.normal(keys[2], (gemm_n, gemm_n), jnp.float32)
+  bm = jax.random.normal(keys[3], (gemm_n, gemm_n), jnp.float32)
+  rows = []
+  conv_flops = 3 * 2 * batch * size * size * 9 * channels * channels     # forward + two gradients
+  for dtype in (jnp.float32, jnp.bfloat16):
+    for name, f in (("conv", conv_xla), ("conv_im2col", conv_im2col)):
+      s = best_seconds(forward_backward(f, dtype), x, w, reps=reps)
+      rows.append({"kernel": name, "dtype": jnp.dtype(dtype).name, "shape": f"{batch}x{size}x{size}x{channels}",
+                   "seconds": s, "gflops_per_s": conv_flops / s / 1e9})
+    gemm = jax.jit(jax.value_and_grad(lambda a, b, d=dtype: jnp.sum(
+        jnp.dot(a.astype(d), b.astype(d), preferred_element_type=jnp.float32)), argnums=(0, 1)))
+    s = best_seconds(gemm, a, bm, reps=reps)
+    rows.append({"kernel": "gemm", "dtype": jnp.dtype(dtype).name, "shape": f"{gemm_n}^3", "seconds": s,
+                 "gflops_per_s": 3 * 2 * gemm_n ** 3 / s / 1e9})
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--size", type=int, default=28)
+  parser.add_argument("--channels", default="64,128")
+  parser.add_argument("--gemm_n", type=int, default=2048)
+  parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--out", default="")
+  args = parser.parse_args()
+  rows = []
+  for c in [int(c) for c in args.channels.split(",")]:
+    rows += probe(args.batch, args.size, c, args.gemm_n, args.reps)
+  print(f"{jax.devices()[0].platform}, {jax.device_count()} device(s); forward + backward, best of {args.reps}")
+  print("| kernel | dtype | shape | ms | GFLOP/s |")
+  print("|---|---|---|---:|---:|")
+  seen = set()
+  for r in rows:
+    if (r["kernel"], r["dtype"], r["shape"]) in seen:
+      continue
+    seen.add((r["kernel"], r["dtype"], r["shape"]))
+    print(f"| {r['kernel']} | {r['dtype']} | {r['shape']} | {1e3 * r['seconds']:.1f} | {r['gflops_per_s']:.0f} |")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"device": jax.devices()[0].platform, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
