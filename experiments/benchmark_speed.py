@@ -1,4 +1,4 @@
-"""Training speed of each config, as a fraction of this machine's fp32 matmul rate.
+"""Training speed of each config, as a fraction of this machine's fp32 and bf16 matmul rates.
 
   python -m experiments.benchmark_speed                       # the default configs
   python -m experiments.benchmark_speed --configs=glow,realnvp --steps=20 --out=bench.json
@@ -8,13 +8,15 @@ jits the loop's own guarded update step, and times `--steps` steps after two
 warm-up (compiling) steps. The model's FLOPs per step come from XLA's cost
 analysis of the compiled step; achieved FLOP/s = FLOPs/step * steps/s;
 tokens/s = images/s * D (pixels per image: the image-GPT's sequence positions). In the
-same process it times an fp32 matmul (N x N @ N x N, 2 N^3 FLOPs) to give the
-machine's attainable rate, and reports achieved / matmul as a fraction.
+same process it times an fp32 and a bf16 matmul (N x N @ N x N, 2 N^3 FLOPs;
+bf16 with fp32 accumulation, which reaches the AMX units) to give the machine's
+attainable rates, and reports achieved / each as a fraction. A config entry may
+carry overrides: `igpt@model.dtype=bfloat16` times the image-GPT with bf16 matmuls.
 Prints a markdown table and writes JSON.
 """
 import argparse
+import ast
 import json
-import os
 import resource
 import tempfile
 import time
@@ -28,11 +30,12 @@ from genfam.settings import config_files
 DEFAULT_CONFIGS = ("glow", "realnvp", "vae", "ddpm", "igpt", "gan")
 
 
-def matmul_flops_per_s(n: int = 2048, reps: int = 10) -> float:
-  """fp32 GEMM rate of this machine through XLA: 2 n^3 FLOPs per product."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-  f = jax.jit(lambda a, b: a @ b)
+def matmul_flops_per_s(n: int = 2048, reps: int = 10, dtype=jnp.float32) -> float:
+  """GEMM rate of this machine through XLA: 2 n^3 FLOPs per product of two n x n
+  matrices of `dtype` (bfloat16: products accumulated in float32)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32).astype(dtype)
+  f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
   f(a, b).block_until_ready()
   best = float("inf")
   for _ in range(reps):
@@ -68,32 +71,64 @@ def train_step_speed(config, steps: int) -> dict:
           "flops_per_step": flops, "flops_per_s": flops / seconds}
 
 
+def parse_entry(entry: str):
+  """'name[:variant][@key=value@key=value]' -> (name, variant, {key: value}): a config and
+  overrides, e.g. 'igpt@model.dtype=bfloat16' (values parsed as Python literals where they are)."""
+  name, *sets = entry.split("@")
+  path, _, variant = name.partition(":")
+  overrides = {}
+  for item in sets:
+    key, _, value = item.partition("=")
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  return path, variant, overrides
+
+
+def load_entry(entry: str):
+  """The config of a --configs entry with its overrides set (as --config.key=value would)."""
+  path, variant, overrides = parse_entry(entry)
+  config = config_files.load(path, variant)
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  config.train.progress = False
+  return config
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
+  parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                      help="comma-separated config[:variant][@key=value...], e.g. igpt,igpt@model.dtype=bfloat16")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--out", default="benchmark_speed.json")
   args = parser.parse_args()
   peak = matmul_flops_per_s()
+  peak_bf16 = matmul_flops_per_s(dtype=jnp.bfloat16)
   rows = {}
   for name in args.configs.split(","):
-    path, _, variant = name.partition(":")
-    config = config_files.load(path, variant)
-    config.train.progress = False
-    rows[name] = train_step_speed(config, args.steps)
+    rows[name] = train_step_speed(load_entry(name), args.steps)
+    rows[name]["overrides"] = parse_entry(name)[2]
     rows[name]["fraction_of_matmul"] = rows[name]["flops_per_s"] / peak
-  result = {"devices": [str(d) for d in jax.devices()], "matmul_flops_per_s": peak, "configs": rows,
+    rows[name]["fraction_of_bf16_matmul"] = rows[name]["flops_per_s"] / peak_bf16
+  result = {"devices": [str(d) for d in jax.devices()], "matmul_flops_per_s": peak,
+            "bf16_matmul_flops_per_s": peak_bf16, "configs": rows,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)
   print(f"fp32 matmul (2048^3, XLA, {jax.device_count()} device(s) {jax.devices()[0].platform}): "
-        f"{peak / 1e9:.1f} GFLOP/s")
-  print("| config | batch | images/s | tokens/s | GFLOP/step | achieved GFLOP/s | fraction of matmul |")
-  print("|---|---|---|---|---|---|---|")
+        f"{peak / 1e9:.1f} GFLOP/s; bf16 matmul (fp32 accumulation): {peak_bf16 / 1e9:.1f} GFLOP/s")
+  print("| config | batch | images/s | tokens/s | GFLOP/step | achieved GFLOP/s | fraction of fp32 matmul | "
+        "fraction of bf16 matmul |")
+  print("|---|---|---|---|---|---|---|---|")
   for name, r in rows.items():
     print(f"| {name} | {r['batch_size']} | {r['images_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
           f"{r['flops_per_step'] / 1e9:.2f} | "
-          f"{r['flops_per_s'] / 1e9:.1f} | {r['fraction_of_matmul']:.1%} |")
+          f"{r['flops_per_s'] / 1e9:.1f} | {r['fraction_of_matmul']:.1%} | {r['fraction_of_bf16_matmul']:.1%} |")
 
 
 if __name__ == "__main__":
