@@ -8,8 +8,7 @@ the two gradient convolutions are included; 3x the forward FLOPs):
 - gemm:      an N x N @ N x N product (2 N^3 FLOPs forward);
 - conv:      lax.conv_general_dilated, 3x3, SAME, NHWC / HWIO (2 * B*H*W * 9*Cin*Cout FLOPs);
 - conv_im2col: the same convolution as one matmul of its 3x3 patches
-             [B*H*W, 9*Cin] @ [9*Cin, Cout] (the patches built by shifted slices
-             of the padded input);
+             [B*H*W, 9*Cin] @ [9*Cin, Cout] (genfam.nets.matmul_conv.conv_as_matmul);
 each in float32 and in bfloat16 (inputs and weights cast, products
 accumulated in float32: preferred_element_type), and reports GFLOP/s of the
 best of --reps timed calls after a compiling one. A kernel that uses the AMX
@@ -22,6 +21,8 @@ import time
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from genfam.nets import matmul_conv
 
 
 def best_seconds(fn, *args, reps: int) -> float:
@@ -42,13 +43,7 @@ def conv_xla(x, w, dtype):  # [B, H, W, Cin], [3, 3, Cin, Cout] -> [B, H, W, Cou
 
 
 def conv_im2col(x, w, dtype):  # [B, H, W, Cin], [3, 3, Cin, Cout] -> [B, H, W, Cout] float32
-  """The SAME 3x3 convolution as one matmul: out[b, i, j] = sum_{u, v, c} xpad[b, i+u, j+v, c] w[u, v, c]."""
-  b, h, wd, c = x.shape
-  xp = jnp.pad(x.astype(dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
-  patches = jnp.concatenate([xp[:, u:u + h, v:v + wd, :] for u in range(3) for v in range(3)], axis=-1)
-  out = jnp.dot(patches.reshape(b * h * wd, 9 * c), w.astype(dtype).reshape(9 * c, -1),
-                preferred_element_type=jnp.float32)
-  return out.reshape(b, h, wd, -1)
+  return matmul_conv.conv_as_matmul(x.astype(dtype), w.astype(dtype), (1, 1), "SAME")
 
 
 def forward_backward(f, dtype):

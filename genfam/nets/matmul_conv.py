@@ -1,0 +1,81 @@
+"""A convolution layer that can run as one matrix product, for CPUs whose matrix units
+XLA's convolutions do not reach (issue 12: bf16 GEMM ~5x fp32 through XLA on AMX CPUs,
+bf16 convolutions no faster than fp32).
+
+`Conv` is a drop-in for `flax.linen.Conv` (NHWC, HWIO kernel, same parameter names,
+shapes and initialisers, and the same auto-name 'Conv_<n>', so checkpoints carry over)
+with two more attributes:
+- dtype: the product's input dtype (float32 or bfloat16); parameters stay float32,
+  products accumulate and return in float32;
+- impl: 'xla' (lax.conv_general_dilated), 'matmul' (im2col: the kh*kw shifted, strided
+  views of the padded input concatenated on channels, [B*Ho*Wo, kh*kw*Cin] @
+  [kh*kw*Cin, Cout]) or 'auto' (matmul on the CPU backend with bfloat16, else xla:
+  GPUs and TPUs already run convolutions on their matrix units).
+Both compute out[b, i, j, o] = sum_{u, v, c} xpad[b, s*i + u, s*j + v, c] k[u, v, c, o] + bias[o]
+with the padding of lax's 'SAME' / 'VALID' rules.
+"""
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from genfam.errors import GenfamError
+
+IMPLS = ("auto", "xla", "matmul")
+
+
+def resolve_impl(impl: str, dtype) -> str:
+  """'auto' -> 'matmul' on the CPU backend with bfloat16 products, else 'xla'."""
+  if impl not in IMPLS:
+    raise GenfamError(f"unknown convolution impl {impl!r}; use one of {IMPLS}")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.bfloat16 else "xla"
+  return impl
+
+
+def conv_as_matmul(x, kernel, strides: Sequence[int], padding, accumulate=jnp.float32):
+  """The convolution of x [B, H, W, Cin] with kernel [kh, kw, Cin, Cout] as one matmul of
+  im2col patches -> [B, Ho, Wo, Cout], accumulated in `accumulate`."""
+  kh, kw, cin, cout = kernel.shape
+  pads = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding) if isinstance(padding, str) else padding
+  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+  ho = (xp.shape[1] - kh) // strides[0] + 1
+  wo = (xp.shape[2] - kw) // strides[1] + 1
+  views = [lax.slice(xp, (0, u, v, 0), (xp.shape[0], u + (ho - 1) * strides[0] + 1,
+                                        v + (wo - 1) * strides[1] + 1, cin), (1, strides[0], strides[1], 1))
+           for u in range(kh) for v in range(kw)]                                  # each [B, Ho, Wo, Cin]
+  patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)       # [B, Ho, Wo, kh*kw*Cin]
+  out = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout),
+                preferred_element_type=accumulate)
+  return out.reshape(x.shape[0], ho, wo, cout)
+
+
+class Conv(nn.Module):
+  """flax.linen.Conv's parameters and maths, computed by XLA's convolution or as a matmul."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: Any = "SAME"
+  use_bias: bool = True
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+  dtype: Any = jnp.float32
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):  # [B, H, W, Cin] -> [B, Ho, Wo, features] (float32 for float32 / bfloat16)
+    kh, kw = self.kernel_size
+    strides = tuple(self.strides) if self.strides is not None else (1, 1)
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
+    xc, kc = x.astype(self.dtype), kernel.astype(self.dtype)
+    accumulate = jnp.promote_types(self.dtype, jnp.float32)   # bfloat16 -> float32; float64 stays
+    if resolve_impl(self.impl, self.dtype) == "matmul":
+      y = conv_as_matmul(xc, kc, strides, self.padding, accumulate)
+    else:
+      y = lax.conv_general_dilated(xc, kc, strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   preferred_element_type=accumulate)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    return y
