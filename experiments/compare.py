@@ -40,6 +40,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import time
@@ -127,6 +128,8 @@ def _config(entry: Entry, smoke: bool):
 def core_sets(parallel: int) -> list[tuple]:
   """This process's CPU cores split into `parallel` equal disjoint sets, one per concurrent run."""
   cores = sorted(os.sched_getaffinity(0))
+  if parallel > 1 and shutil.which("taskset") is None:
+    raise SystemExit("error: --parallel needs util-linux's taskset to pin runs to cores; install it or use --parallel=1")
   if not 1 <= parallel <= len(cores):
     raise SystemExit(f"error: --parallel={parallel} needs 1..{len(cores)} (this process may use {len(cores)} cores)")
   per = len(cores) // parallel
@@ -165,7 +168,7 @@ def apply_overrides(config, overrides: dict):
 
 def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
   """Trains / resumes / re-evaluates one entry unless its stamp says it is done; -> its results.json.
-  cores: run the subprocess on these CPU cores only (os.sched_setaffinity); () = all."""
+  cores: run the subprocess on these CPU cores only (taskset); () = all."""
   workdir = os.path.join(root, entry.name)
   overrides = overrides_for(entry, args, root)
   cmd = command(entry, workdir, overrides, args.smoke)
@@ -187,8 +190,8 @@ def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
   else:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "compare.log"), "a") as log:
-      pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-      subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=pin)
+      pin = ["taskset", "-c", ",".join(map(str, cores))] if cores else []   # no preexec_fn: JAX is threaded
+      subprocess.run(pin + cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
   print(f"{entry.name}: finished in {time.time() - start:.0f} s", flush=True)
   with open(stamp_path, "w") as f:
     json.dump(stamp, f, indent=1)

@@ -82,7 +82,7 @@ def make_net(model_config, spec, learned_variance: bool = False, condition_dim: 
               channel_mult=tuple(m.channel_mult), num_res_blocks=m.num_res_blocks,
               attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_classes=num_classes,
               condition_dim=condition_dim if m.get("condition", "") == "caption" else 0,
-              p_uncond=m.p_uncond, num_heads=m.num_heads, num_groups=m.num_groups)
+              p_uncond=m.p_uncond, num_heads=m.num_heads, num_groups=m.num_groups, dtype=m.get("dtype", "float32"))
 
 
 class Conditioning(NamedTuple):

@@ -38,7 +38,8 @@ def build_model(model_config, image_shape, num_classes: int = 0) -> MultiScaleFl
   """The flow bijector for images of `image_shape` from a config's `model` section."""
   m = model_config
   kind = m.get("kind", "glow")
-  common = dict(image_shape=tuple(image_shape), num_levels=m.num_levels, num_classes=num_classes)
+  common = dict(image_shape=tuple(image_shape), num_levels=m.num_levels, num_classes=num_classes,
+                dtype=m.get("dtype", "float32"))
   for key in ("split_prior", "learn_top"):
     if key in m:
       common[key] = m[key]

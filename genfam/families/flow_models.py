@@ -30,7 +30,7 @@ Level plans (per level: layers before a squeeze, squeeze, layers after, split):
 """
 import itertools
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +65,7 @@ class MultiScaleFlow(Bijector):
   num_classes: int = 0
   split_prior: bool = True
   learn_top: bool = True
+  dtype: Any = jnp.float32   # the coupling networks' convolution products; log-dets stay float32
 
   # --- subclass hooks -------------------------------------------------------
   def plan(self):
@@ -221,7 +222,7 @@ class RealNVP(MultiScaleFlow):
       masks = [] if final else [("channel", p % 2) for p in range(channel)]
     return [AffineCoupling(
         ResNet(self.width, self.num_blocks, 2 * transformed_channels(m, p, channels), zero_out=True,
-               norm=self.norm),
+               norm=self.norm, dtype=self.dtype),
         mask=m, parity=p, scale_fn=self.scale_fn) for m, p in masks]
 
 
@@ -253,8 +254,8 @@ class Glow(MultiScaleFlow):
       n = transformed_channels("channel", k % 2, channels)
       mix = LUConv1x1(identity_init=self.lu_identity_init) if self.lu else Conv1x1()
       steps += [ActNorm(), mix,
-                AffineCoupling(GlowConditioner(self.width, 2 * n), mask="channel", parity=k % 2,
-                               scale_fn=self.scale_fn)]
+                AffineCoupling(GlowConditioner(self.width, 2 * n, dtype=self.dtype), mask="channel",
+                               parity=k % 2, scale_fn=self.scale_fn)]
     return steps
 
 

@@ -202,8 +202,9 @@ def build(config, spec, encode_text: Optional[Callable] = None) -> GAN:
       return tokens_to_condition(batch["caption"])
 
   shape = tuple(spec.image_shape)
-  generator = Generator(shape, m.g_channels, m.num_levels, m.cond_features)
-  discriminator = Discriminator(shape, m.d_channels, m.num_levels, m.cond_features)
+  dtype = m.get("dtype", "float32")
+  generator = Generator(shape, m.g_channels, m.num_levels, m.cond_features, dtype)
+  discriminator = Discriminator(shape, m.d_channels, m.num_levels, m.cond_features, dtype)
   return GAN(generator, discriminator, m.latent_dim, m.condition, num_classes, condition_vector,
              labels_to_condition, tokens_to_condition)
 

@@ -136,7 +136,7 @@ def build(config, spec) -> tuple[VAE, PixelDecoder]:
     num_classes = spec.num_classes
   pixels = PixelDecoder(m.decoder, spec.num_bins, m.num_mixtures, m.min_log_scale)
   model = VAE(tuple(spec.image_shape), m.latent_dim, tuple(m.widths), tuple(m.blocks),
-              pixels.params_per_pixel, num_classes, m.norm)
+              pixels.params_per_pixel, num_classes, m.norm, m.get("dtype", "float32"))
   return model, pixels
 
 

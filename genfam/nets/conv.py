@@ -2,13 +2,13 @@
 
 Modules take plain arguments (ints, tuples), never configs.
 """
-from typing import Optional
+from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from genfam.errors import GenfamError
+from genfam.nets.matmul_conv import Conv
 
 
 class ZeroConv(nn.Module):
@@ -17,11 +17,12 @@ class ZeroConv(nn.Module):
   coupling layer or learned prior ending in it starts as the identity."""
   features: int
   kernel_size: tuple = (3, 3)
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, x):  # [B, H, W, Cin] -> [B, H, W, features]
-    y = nn.Conv(self.features, self.kernel_size, padding="SAME",
-                kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)(x)
+    y = Conv(self.features, self.kernel_size, padding="SAME", kernel_init=nn.initializers.zeros,
+             bias_init=nn.initializers.zeros, dtype=self.dtype)(x)
     logs = self.param("logs", nn.initializers.zeros, (self.features,))
     return y * jnp.exp(3.0 * logs)
 
@@ -38,6 +39,7 @@ class ResidualBlock(nn.Module):
   features: int
   norm: str = "layer"
   dropout: float = 0.0
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   def _norm(self, x):
     if self.norm not in NORMS:
@@ -50,9 +52,9 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):  # [B, H, W, C] -> [B, H, W, C]
-    h = nn.Conv(self.features, (3, 3), padding="SAME")(nn.silu(self._norm(x)))
+    h = Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype)(nn.silu(self._norm(x)))
     h = nn.Dropout(self.dropout, deterministic=deterministic)(h) if self.dropout > 0 else h
-    h = nn.Conv(x.shape[-1], (3, 3), padding="SAME", kernel_init=nn.initializers.zeros)(
+    h = Conv(x.shape[-1], (3, 3), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype)(
         nn.silu(self._norm(h)))
     return x + h
 
@@ -69,16 +71,17 @@ class ResNet(nn.Module):
   zero_out: bool = False
   norm: str = "layer"
   dropout: float = 0.0
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):  # [B, H, W, Cin] -> [B, H, W, out_features]
-    h = nn.Conv(self.features, (3, 3), padding="SAME")(x)
+    h = Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype)(x)
     for _ in range(self.num_blocks):
-      h = ResidualBlock(self.features, self.norm, self.dropout)(h, deterministic)
+      h = ResidualBlock(self.features, self.norm, self.dropout, dtype=self.dtype)(h, deterministic)
     h = nn.silu(h)
     if self.zero_out:
-      return ZeroConv(self.out_features)(h)
-    return nn.Conv(self.out_features, (3, 3), padding="SAME")(h)
+      return ZeroConv(self.out_features, dtype=self.dtype)(h)
+    return Conv(self.out_features, (3, 3), padding="SAME", dtype=self.dtype)(h)
 
 
 class GlowConditioner(nn.Module):
@@ -89,9 +92,10 @@ class GlowConditioner(nn.Module):
   """
   features: int
   out_features: int
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, x):  # [B, H, W, Cin] -> [B, H, W, out_features]
-    h = nn.relu(nn.Conv(self.features, (3, 3), padding="SAME")(x))
-    h = nn.relu(nn.Conv(self.features, (1, 1))(h))
-    return ZeroConv(self.out_features)(h)
+    h = nn.relu(Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype)(x))
+    h = nn.relu(Conv(self.features, (1, 1), dtype=self.dtype)(h))
+    return ZeroConv(self.out_features, dtype=self.dtype)(h)

@@ -15,12 +15,14 @@ D = H * W * C stored pixels. The discriminator has no normalisation layer
 Modules take plain arguments, never configs.
 """
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from genfam.errors import GenfamError
+from genfam.nets.matmul_conv import Conv
 
 
 def check_levels(image_shape, num_levels: int) -> tuple[int, int]:
@@ -55,6 +57,7 @@ class Generator(nn.Module):
   channels: int = 32          # channels at full resolution; x2 per level down
   num_levels: int = 2
   cond_features: int = 64     # width of the projected condition (0: unconditional)
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, z, c=None):
@@ -69,7 +72,7 @@ class Generator(nn.Module):
       ch = self.channels * 2 ** (self.num_levels - 1 - level)
       h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(h)          # x2 resolution
       h = nn.relu(nn.GroupNorm(_groups(ch))(h))
-    out = nn.Conv(self.image_shape[2], (3, 3), padding="SAME")(h)                   # [B, H, W, C]
+    out = Conv(self.image_shape[2], (3, 3), padding="SAME", dtype=self.dtype)(h)                   # [B, H, W, C]
     return jax.nn.sigmoid(out)
 
 
@@ -79,17 +82,18 @@ class Discriminator(nn.Module):
   channels: int = 32
   num_levels: int = 2
   cond_features: int = 64
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, y, c=None):
     h0, w0 = check_levels(self.image_shape, self.num_levels)
-    h = nn.leaky_relu(nn.Conv(self.channels, (3, 3), padding="SAME")(2.0 * y - 1.0), 0.2)
+    h = nn.leaky_relu(Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype)(2.0 * y - 1.0), 0.2)
     for level in range(self.num_levels):
-      h = nn.Conv(self.channels * 2 ** (level + 1), (4, 4), strides=(2, 2), padding="SAME")(h)
+      h = Conv(self.channels * 2 ** (level + 1), (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
       h = nn.leaky_relu(h, 0.2)                                                     # [B, h, w, ch_l]
     if c is not None and self.cond_features > 0:
       p = ConditionProjection(self.cond_features)(c)                                # [B, P]
       p = jnp.broadcast_to(p[:, None, None, :], (h.shape[0], h0, w0, p.shape[-1]))
       h = jnp.concatenate([h, p], axis=-1)                                          # [B, h0, w0, ch + P]
-    h = nn.leaky_relu(nn.Conv(self.channels * 2 ** self.num_levels, (1, 1))(h), 0.2)
+    h = nn.leaky_relu(Conv(self.channels * 2 ** self.num_levels, (1, 1), dtype=self.dtype)(h), 0.2)
     return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]                             # [B]

@@ -3,8 +3,12 @@ trunk and CLIP's image tower.
 
 Modules take plain arguments (ints, tuples), never configs.
 """
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
+
+from genfam.nets.matmul_conv import Conv
 
 
 def pixels_to_unit(image, num_bins: int):
@@ -24,12 +28,13 @@ class ConvEncoder(nn.Module):
   channels: tuple = (32, 64)
   convs_per_stage: int = 2
   features: int = 128
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, x):  # [B, H, W, C] float -> [B, features]
     for c in self.channels:
       for _ in range(self.convs_per_stage):
-        x = nn.relu(nn.Conv(c, (3, 3), padding="SAME")(x))
+        x = nn.relu(Conv(c, (3, 3), padding="SAME", dtype=self.dtype)(x))
       if min(x.shape[1], x.shape[2]) >= 2:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)

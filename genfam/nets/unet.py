@@ -23,11 +23,13 @@ the null one with probability p_uncond (rng stream 'dropout'); at evaluation
 Modules take plain arguments, never configs.
 """
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from genfam.nets.matmul_conv import Conv
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10000.0):
@@ -51,17 +53,18 @@ class TimeResBlock(nn.Module):
   features: int
   dropout: float = 0.0
   num_groups: int = 8
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, x, emb, train: bool = False):
-    h = nn.Conv(self.features, (3, 3), padding="SAME")(nn.silu(_group_norm(x, self.num_groups)))
+    h = Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype)(nn.silu(_group_norm(x, self.num_groups)))
     h = h + nn.Dense(self.features)(nn.silu(emb))[:, None, None, :]
     h = nn.silu(_group_norm(h, self.num_groups))
     if self.dropout > 0:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros)(h)
+    h = Conv(self.features, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1))(x)
+      x = Conv(self.features, (1, 1), dtype=self.dtype)(x)
     return x + h
 
 
@@ -115,6 +118,7 @@ class UNet(nn.Module):
   num_heads: int = 1
   num_groups: int = 8
   mid_attention: bool = True
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @property
   def null_label(self) -> int:
@@ -155,7 +159,7 @@ class UNet(nn.Module):
     if hgt % factor or wid % factor:
       raise ValueError(f"UNet with {len(self.channel_mult)} levels needs H, W divisible by {factor}; "
                        f"got {hgt}x{wid}: shorten model.channel_mult")
-    block = lambda f: TimeResBlock(f, self.dropout, self.num_groups)
+    block = lambda f: TimeResBlock(f, self.dropout, self.num_groups, self.dtype)
     attend = lambda h: SelfAttention(self.num_heads, self.num_groups)(h)
     emb_dim = 4 * self.base_channels
     emb = timestep_embedding(t, self.base_channels)
@@ -165,7 +169,7 @@ class UNet(nn.Module):
     elif self.condition_dim > 0:
       emb = emb + self._condition_embedding(condition, b, train, emb_dim)
 
-    h = nn.Conv(self.base_channels, (3, 3), padding="SAME")(x)
+    h = Conv(self.base_channels, (3, 3), padding="SAME", dtype=self.dtype)(x)
     skips = [h]
     for level, mult in enumerate(self.channel_mult):               # down: [H] -> [H / 2^level]
       for _ in range(self.num_res_blocks):
@@ -174,7 +178,7 @@ class UNet(nn.Module):
           h = attend(h)
         skips.append(h)
       if level < len(self.channel_mult) - 1:
-        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), padding="SAME")(h)
+        h = Conv(h.shape[-1], (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
         skips.append(h)
 
     h = block(h.shape[-1])(h, emb, train)                          # middle
@@ -189,7 +193,7 @@ class UNet(nn.Module):
           h = attend(h)
       if level > 0:
         h = jax.image.resize(h, (b, 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), "nearest")
-        h = nn.Conv(h.shape[-1], (3, 3), padding="SAME")(h)
+        h = Conv(h.shape[-1], (3, 3), padding="SAME", dtype=self.dtype)(h)
     assert not skips
     h = nn.silu(_group_norm(h, self.num_groups))
-    return nn.Conv(self.out_channels, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros)(h)
+    return Conv(self.out_channels, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)

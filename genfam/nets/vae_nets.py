@@ -13,7 +13,7 @@ at that level, then a conv), so no image is ever padded or cropped.
 Modules take plain arguments (ints, tuples), never configs.
 """
 import dataclasses
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from genfam.likelihood.discretized import (discretized_gaussian_log_prob, discretized_logistic_log_prob,
                                            discretized_logistic_mixture_log_prob)
 from genfam.nets.conv import ResidualBlock
+from genfam.nets.matmul_conv import Conv
 
 
 def level_sizes(height: int, width: int, num_levels: int) -> list[tuple[int, int]]:
@@ -53,15 +54,16 @@ class Encoder(nn.Module):
   latent_dim: int
   num_classes: int = 0
   norm: str = "layer"
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, x, label=None):  # x [B, H, W, C] float, label int32 [B] -> 2 x [B, L]
-    h = nn.Conv(self.widths[0], (3, 3), padding="SAME")(x)          # [B, H, W, w0]
+    h = Conv(self.widths[0], (3, 3), padding="SAME", dtype=self.dtype)(x)          # [B, H, W, w0]
     for level, (width, num_blocks) in enumerate(zip(self.widths, self.blocks)):
       if level > 0:
-        h = nn.Conv(width, (3, 3), strides=(2, 2), padding="SAME")(h)  # [B, ceil(h/2), ceil(w/2), width]
+        h = Conv(width, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)  # [B, ceil(h/2), ceil(w/2), width]
       for _ in range(num_blocks):
-        h = ResidualBlock(width, self.norm)(h)
+        h = ResidualBlock(width, self.norm, dtype=self.dtype)(h)
     h = nn.silu(h).reshape(h.shape[0], -1)                          # [B, h * w * width]
     h = _with_label(h, label, self.num_classes)
     mean = nn.Dense(self.latent_dim)(h)                              # [B, L]
@@ -77,6 +79,7 @@ class Decoder(nn.Module):
   params_per_pixel: int
   num_classes: int = 0
   norm: str = "layer"
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   @nn.compact
   def __call__(self, z, label=None):  # z [B, L], label int32 [B] -> [B, H, W, C, P]
@@ -90,11 +93,11 @@ class Decoder(nn.Module):
       if level < top:
         size = sizes[level]
         h = jax.image.resize(h, (h.shape[0], *size, h.shape[-1]), "nearest")
-        h = nn.Conv(self.widths[level], (3, 3), padding="SAME")(h)  # [B, *size, widths[level]]
+        h = Conv(self.widths[level], (3, 3), padding="SAME", dtype=self.dtype)(h)  # [B, *size, widths[level]]
       for _ in range(self.blocks[level]):
-        h = ResidualBlock(self.widths[level], self.norm)(h)
+        h = ResidualBlock(self.widths[level], self.norm, dtype=self.dtype)(h)
     h = nn.silu(h)
-    out = nn.Conv(channels * self.params_per_pixel, (3, 3), padding="SAME")(h)
+    out = Conv(channels * self.params_per_pixel, (3, 3), padding="SAME", dtype=self.dtype)(h)
     return out.reshape(z.shape[0], height, width, channels, self.params_per_pixel)
 
 
@@ -111,11 +114,12 @@ class VAE(nn.Module):
   params_per_pixel: int
   num_classes: int = 0
   norm: str = "layer"
+  dtype: Any = jnp.float32     # convolution product dtype (bfloat16: mixed precision)
 
   def setup(self):
-    self.encoder = Encoder(self.widths, self.blocks, self.latent_dim, self.num_classes, self.norm)
+    self.encoder = Encoder(self.widths, self.blocks, self.latent_dim, self.num_classes, self.norm, self.dtype)
     self.decoder = Decoder(self.image_shape, self.widths, self.blocks, self.params_per_pixel,
-                           self.num_classes, self.norm)
+                           self.num_classes, self.norm, self.dtype)
     if self.num_classes:
       self.prior_table = nn.Embed(self.num_classes, 2 * self.latent_dim,
                                   embedding_init=nn.initializers.zeros)

@@ -1,0 +1,44 @@
+"""model.dtype=bfloat16 (mixed precision) for every family: the same parameters (so a run can
+switch), and after the same smoke steps a test bits/dim within 2% of float32's.
+
+2% is the stated tolerance of the smoke configs (4 steps, tiny nets on 8x8 digits); the real
+runs' difference is measured by experiments.benchmark_speed and reported in the README.
+"""
+import math
+
+import jax
+import pytest
+
+from genfam import registry
+from genfam.data import sources
+from genfam.frozen import example_batch
+from genfam.loop import train
+from tests.conftest import load_config
+
+FAMILIES = ("realnvp", "glow", "vae", "ddpm", "vdm", "igpt", "gan")
+TOLERANCE = 0.02
+
+
+def _config(name, dtype):
+  config = load_config(name)
+  config.model.dtype = dtype
+  config.train.progress = False
+  return config
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_bfloat16_keeps_the_parameters_and_the_bits_per_dim(name, tmp_path):
+  spec = sources.dataset_spec(_config(name, "float32").data.name)
+  shapes = {}
+  for dtype in ("float32", "bfloat16"):
+    family = registry.make_family(_config(name, dtype), spec)
+    state = jax.eval_shape(family.init, jax.random.PRNGKey(0), example_batch(spec, 2))
+    shapes[dtype] = jax.tree.map(lambda x: (x.shape, x.dtype), family.eval_params(state))
+  assert shapes["float32"] == shapes["bfloat16"]
+  bpd = {}
+  for dtype in ("float32", "bfloat16"):
+    summary = train.train_and_evaluate(_config(name, dtype), str(tmp_path / dtype))
+    kind = next(k for k in summary["test"] if k != "metrics")
+    bpd[dtype] = summary["test"][kind]["bpd"]
+  assert all(math.isfinite(v) for v in bpd.values())
+  assert abs(bpd["bfloat16"] - bpd["float32"]) <= TOLERANCE * bpd["float32"], bpd
