@@ -102,6 +102,8 @@ def overrides_for(entry: Entry, args, root: str) -> dict:
   judges = judge_root(args, root)
   out.update({"eval.sample_quality": True, "eval.classifier_workdir": os.path.join(judges, "classifier"),
               "eval.clip_workdir": os.path.join(judges, "clip"), "eval.num_samples": args.num_samples})
+  if not args.smoke:  # four draws: the first compiles, the other three time the sampler
+    out["eval.sample_batch_size"] = max(2, -(-args.num_samples // 4))
   if args.test_images:  # every row's likelihoods (an extra bound too) on the same first test images
     out["eval.num_examples"] = args.test_images
     if "extra_num_examples" in _config(entry, args.smoke).eval:

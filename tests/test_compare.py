@@ -119,6 +119,7 @@ def test_the_run_settings_put_every_likelihood_on_the_same_images_and_judges():
   assert vae["eval.num_examples"] == gan["eval.num_examples"] == vae["eval.extra_num_examples"] == 25
   assert gan["eval.extra_num_examples"] == 25 and vae["train.eval_examples"] == gan["train.eval_examples"] == 8
   assert vae["eval.every_seconds"] == 60.0 and vae["train.max_train_seconds"] == 240.0
+  assert vae["eval.sample_batch_size"] == 125   # N = 500 in four draws: the speed leaves the compiling one out
   assert "eval.ais_steps" not in vae and (gan["eval.ais_steps"], gan["eval.ais_chains"]) == (50, 2)
   assert vae["eval.classifier_workdir"] == "/somewhere/classifier"
   assert gan["model.text_encoder_workdir"] == gan["eval.clip_workdir"] == "/somewhere/clip"
