@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from genfam.errors import GenfamError
-from genfam.nets.matmul_conv import Conv, resolve_impl
+from genfam.nets.matmul_conv import Conv
 
 CASES = [((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "SAME"), ((4, 4), (2, 2), "SAME"), ((1, 1), (1, 1), "SAME"),
          ((3, 3), (1, 1), "VALID"), ((3, 3), (2, 2), "VALID")]
@@ -47,11 +47,9 @@ def test_bfloat16_products_stay_close_and_return_float32():
     assert float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want))) < 2e-2
 
 
-def test_auto_picks_the_matmul_only_for_bfloat16_on_cpu_and_names_bad_impls():
-  assert resolve_impl("auto", jnp.float32) == "xla"
-  assert resolve_impl("auto", jnp.bfloat16) == ("matmul" if jax.default_backend() == "cpu" else "xla")
+def test_an_unknown_impl_is_named():
   with pytest.raises(GenfamError, match="unknown convolution impl 'fast'"):
-    resolve_impl("fast", jnp.float32)
+    Conv(4, (3, 3), impl="fast").init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 2)))
 
 
 def test_the_auto_name_matches_flax_conv_so_checkpoints_carry_over():

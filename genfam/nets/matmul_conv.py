@@ -1,38 +1,34 @@
-"""A convolution layer that can run as one matrix product, for CPUs whose matrix units
-XLA's convolutions do not reach (issue 12: bf16 GEMM ~5x fp32 through XLA on AMX CPUs,
-bf16 convolutions no faster than fp32).
+"""A convolution layer with a chosen product dtype, computed by XLA's convolution or as one
+matrix product (im2col).
 
 `Conv` is a drop-in for `flax.linen.Conv` (NHWC, HWIO kernel, same parameter names,
 shapes and initialisers, and the same auto-name 'Conv_<n>', so checkpoints carry over)
 with two more attributes:
 - dtype: the product's input dtype (float32 or bfloat16); parameters stay float32,
-  products accumulate and return in float32;
-- impl: 'xla' (lax.conv_general_dilated), 'matmul' (im2col: the kh*kw shifted, strided
-  views of the padded input concatenated on channels, [B*Ho*Wo, kh*kw*Cin] @
-  [kh*kw*Cin, Cout]) or 'auto' (matmul on the CPU backend with bfloat16, else xla:
-  GPUs and TPUs already run convolutions on their matrix units).
+  products accumulate and return in float32 (float64 stays float64);
+- impl: 'xla' (lax.conv_general_dilated, the default) or 'matmul' (im2col: the kh*kw
+  shifted, strided views of the padded input concatenated on channels,
+  [B*Ho*Wo, kh*kw*Cin] @ [kh*kw*Cin, Cout]).
 Both compute out[b, i, j, o] = sum_{u, v, c} xpad[b, s*i + u, s*j + v, c] k[u, v, c, o] + bias[o]
 with the padding of lax's 'SAME' / 'VALID' rules.
+
+Why 'xla' is the default everywhere: the matmul form was written to reach the CPU's
+bfloat16 matrix units (AMX), which XLA's convolutions do not use; measured on the
+2-core AMX machine (`python -m experiments.kernel_probe`, forward + backward, batch 64,
+28x28, 3x3) it is slower than XLA's convolution in bfloat16 (57 vs 98 GFLOP/s at 64
+channels, 111 vs 128 at 128) and within 10% of it in float32, because XLA's bfloat16
+GEMMs with transposed operands (the backward pass) do not reach AMX either. The probe
+re-measures it on other machines.
 """
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from genfam.errors import GenfamError
 
-IMPLS = ("auto", "xla", "matmul")
-
-
-def resolve_impl(impl: str, dtype) -> str:
-  """'auto' -> 'matmul' on the CPU backend with bfloat16 products, else 'xla'."""
-  if impl not in IMPLS:
-    raise GenfamError(f"unknown convolution impl {impl!r}; use one of {IMPLS}")
-  if impl == "auto":
-    return "matmul" if jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.bfloat16 else "xla"
-  return impl
+IMPLS = ("xla", "matmul")
 
 
 def conv_as_matmul(x, kernel, strides: Sequence[int], padding, accumulate=jnp.float32):
@@ -62,7 +58,7 @@ class Conv(nn.Module):
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros
   dtype: Any = jnp.float32
-  impl: str = "auto"
+  impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):  # [B, H, W, Cin] -> [B, Ho, Wo, features] (float32 for float32 / bfloat16)
@@ -71,7 +67,9 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
     xc, kc = x.astype(self.dtype), kernel.astype(self.dtype)
     accumulate = jnp.promote_types(self.dtype, jnp.float32)   # bfloat16 -> float32; float64 stays
-    if resolve_impl(self.impl, self.dtype) == "matmul":
+    if self.impl not in IMPLS:
+      raise GenfamError(f"unknown convolution impl {self.impl!r}; use one of {IMPLS}")
+    if self.impl == "matmul":
       y = conv_as_matmul(xc, kc, strides, self.padding, accumulate)
     else:
       y = lax.conv_general_dilated(xc, kc, strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),

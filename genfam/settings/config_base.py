@@ -63,6 +63,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.dtype = "float32"       # product dtype of the networks' convolutions / matmuls: 'float32' or
                                   # 'bfloat16' (mixed precision: parameters, optimizer state, norms,
-                                  # log-dets and likelihood arithmetic stay float32; on CPU a bfloat16
-                                  # convolution runs as an im2col matmul, genfam/nets/matmul_conv.py)
+                                  # log-dets and likelihood arithmetic stay float32: genfam/nets/matmul_conv.py)
   return c
