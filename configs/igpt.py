@@ -51,11 +51,13 @@ which other people's jobs filled; timings scale with it):
       (XLA), 22.1 GFLOP/s = 12.6% of the fp32 matmul rate measured in the same process (175.3 GFLOP/s)
     query_block=0 (one attention call), load ~1-2 (before q/k/v lost their biases):
       4.3 images/s = 3378 tokens/s, 145.8 GFLOP/step, 39.3 GFLOP/s = 11.1% of 352.1 GFLOP/s
-  Against issue 9's reference (PyTorch minGPT, same architecture, 2.4-3.0k
-  tokens/s at 8% of the matmul rate): 12.6% / 8% of the matmul rate is about
-  1.5x, but the reference was timed on a quiet machine and ours on a loaded
-  one (and its FLOPs may not be counted as XLA counts ours), so the 1.5x goal
-  is NOT shown by a like-for-like run. A repeat of the
+  Quiet machine (load ~0, `python -m experiments.benchmark_speed --steps=5
+  --configs=igpt,igpt@model.dtype=bfloat16`, README "Training speed"): 6.7
+  images/s = 5,243 tokens/s (15.4% of that moment's 317.6 GFLOP/s fp32 matmul
+  rate); with model.dtype=bfloat16 6.5 images/s (no gain: XLA's bf16 backward
+  products do not reach the AMX units). Against issue 9's reference (PyTorch
+  minGPT, same architecture and batch, 2.4-3.0k tokens/s, timed on this
+  machine type) that is 1.7-2.2x: the 1.5x goal holds like for like. A repeat of the
   same benchmark command minutes later gave 1.7 images/s = 1370 tokens/s (15.6%
   of that moment's matmul rate): at this load single timings vary ~2x.
   Blocked causal attention (query_block=56) computes 20% fewer FLOPs per step
@@ -71,6 +73,10 @@ which other people's jobs filled; timings scale with it):
         --config.train.num_steps=20 --config.eval.num_examples=64 --config.sample.num=4
   Test bits/dim of those 20 steps on 64 images: 7.867 (8.0 at step 0). Evaluation
   ran 64 test images in 7.1 s: the whole test split would take ~18 min at that load.
+- Sampling of a trained model, quiet machine, in the comparison
+  (`experiments.compare`'s sampling-speed step: `python -m experiments.igpt_sampling_speed
+  --workdir=runs/compare/igpt --num=16 --uncached_num=2`): cached 2.81 images/s,
+  uncached 0.062 (16.0 s per image): 45x (reference: 12x).
 - Sampling, `python -m experiments.igpt_sampling_speed --num=16 --uncached_num=1`
   (fresh model with a random head, load ~10.7): cached 16 images in 35.7 s
   (0.449 images/s, 2.23 s/image); uncached 1 image in 54.3 s (0.018 images/s);
