@@ -1,7 +1,10 @@
 """The cross-family comparison: every family trained for the same wall-clock budget, judged by one evaluation.
 
-  python -m experiments.compare --root=runs/compare --budget_minutes=20          # an evening on a 2-core laptop
+  python -m experiments.compare --root=runs/compare --budget_minutes=20          # defaults (N = 10000: long)
   python -m experiments.compare --root=runs/compare --budget_minutes=60          # continues the same runs
+  # the README's table: 4 minutes per family on one core each, N = 200, 25 test images; 70 min on 2 cores
+  python -m experiments.compare --root=runs/compare --judges_from=runs --budget_minutes=4 --parallel=2 \
+      --evals_per_budget=2 --eval_images=8 --test_images=25 --num_samples=200 --ais_steps=50 --ais_chains=2
   python -m experiments.compare --smoke --root=/tmp/compare-smoke                # every smoke config, seconds each
 
 What it does, in order:
