@@ -42,3 +42,17 @@ def test_bfloat16_keeps_the_parameters_and_the_bits_per_dim(name, tmp_path):
     bpd[dtype] = summary["test"][kind]["bpd"]
   assert all(math.isfinite(v) for v in bpd.values())
   assert abs(bpd["bfloat16"] - bpd["float32"]) <= TOLERANCE * bpd["float32"], bpd
+
+
+def test_a_run_resumes_under_the_other_dtype_and_old_checkpoints_without_the_key_resume(tmp_path):
+  from genfam.loop.checkpointing import structural_differences
+  config = _config("vae", "float32")
+  config.train.num_steps = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  again = _config("vae", "bfloat16")
+  again.train.num_steps = 3
+  assert train.train_and_evaluate(again, str(tmp_path), allow_config_change=True)["step"] == 3
+  saved = again.to_dict()
+  del saved["model"]["dtype"]
+  assert structural_differences(saved, again.to_dict()) == []
+  assert structural_differences(saved, {**saved, "model": {**saved["model"], "latent_dim": 3}}) != []

@@ -27,6 +27,9 @@ from genfam.errors import GenfamError
 # Config keys that fix the shapes of the train state: a checkpoint made with
 # other values cannot be restored into this run.
 STRUCTURAL_KEYS = ("family", "model", "data.name", "optim.ema_decay", "optim.clip_norm")
+# ... except these, which change how the state is computed with, not its shapes: a run may
+# switch model.dtype between float32 and bfloat16 (and checkpoints from before the key existed resume).
+COMPUTE_ONLY_KEYS = ("model.dtype",)
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -44,7 +47,8 @@ def structural_differences(saved: dict, current: dict) -> list[str]:
   """Keys under STRUCTURAL_KEYS whose values differ (missing counts as differing)."""
   saved_flat, current_flat = _flatten(saved), _flatten(current)
   keys = sorted(set(saved_flat) | set(current_flat))
-  structural = [k for k in keys if any(k == s or k.startswith(s + ".") for s in STRUCTURAL_KEYS)]
+  structural = [k for k in keys if any(k == s or k.startswith(s + ".") for s in STRUCTURAL_KEYS)
+                and k not in COMPUTE_ONLY_KEYS]
   # ema_decay and clip_norm only change the state's structure by being zero or not.
   def value(flat, k):
     v = flat.get(k, "<missing>")
