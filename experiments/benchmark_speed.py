@@ -89,13 +89,7 @@ def parse_entry(entry: str):
 def load_entry(entry: str):
   """The config of a --configs entry with its overrides set (as --config.key=value would)."""
   path, variant, overrides = parse_entry(entry)
-  config = config_files.load(path, variant)
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config = config_files.apply_overrides(config_files.load(path, variant), overrides)
   config.train.progress = False
   return config
 

@@ -160,17 +160,6 @@ def command(entry: Entry, workdir: str, overrides: dict, smoke: bool) -> list[st
           *[f"--config.{k}={v}" for k, v in overrides.items()]]
 
 
-def apply_overrides(config, overrides: dict):
-  """config with `overrides` ({'a.b': value}) set, as --config.a.b=value would."""
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = float(value) if isinstance(node.get(leaf), float) and not isinstance(value, bool) else value
-  return config
-
-
 def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
   """Trains / resumes / re-evaluates one entry unless its stamp says it is done; -> its results.json.
   cores: run the subprocess on these CPU cores only (taskset); () = all."""
@@ -190,8 +179,7 @@ def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
   if args.in_process:
     from genfam.loop import train
     from genfam.settings import config_files
-    path, _, variant = entry.config_arg(args.smoke).partition(":")
-    train.train_and_evaluate(apply_overrides(config_files.load(path, variant), overrides), workdir)
+    train.train_and_evaluate(config_files.apply_overrides(_config(entry, args.smoke), overrides), workdir)
   else:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "compare.log"), "a") as log:

@@ -18,13 +18,13 @@ and writes WORKDIR/ais_sigma.json. The test evaluation then runs with
 """
 import argparse
 import json
-import math
 import os
 
 import jax
 import numpy as np
 
 from genfam.data import pipeline
+from genfam.evaluation import evaluate
 from genfam.families import gan
 from genfam.loop import sharding, train
 from genfam.settings import config_files
@@ -67,8 +67,8 @@ def main():
     for i, (batch, mask) in enumerate(pipeline.eval_batches(source, batch_size, num)):
       out = fn(params, sharding.shard_batch(batch, run.mesh), jax.random.fold_in(jax.random.PRNGKey(1), i))
       values.append(np.asarray(out["bpd"])[mask])
-    v = np.concatenate(values)
-    rows.append({"sigma2": sigma2, "bpd": float(v.mean()), "bpd_stderr": float(v.std(ddof=1) / math.sqrt(len(v)))})
+    bpd, bpd_stderr = evaluate.mean_and_stderr(np.concatenate(values))
+    rows.append({"sigma2": sigma2, "bpd": bpd, "bpd_stderr": bpd_stderr})
     print(f"  sigma^2 {sigma2:<8g} validation {rows[-1]['bpd']:.4f} ± {rows[-1]['bpd_stderr']:.4f} bits/dim", flush=True)
   best = min(rows, key=lambda r: r["bpd"])
   result = {"step": int(meta["step"]), "validation": f"first {num} of the {len(source)} validation images held "

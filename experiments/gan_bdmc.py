@@ -52,6 +52,7 @@ import numpy as np
 
 from genfam.data import pipeline
 from genfam.errors import GenfamError
+from genfam.evaluation import evaluate
 from genfam.families import gan
 from genfam.likelihood import ais
 from genfam.likelihood.bits import nats_to_bpd
@@ -110,15 +111,8 @@ def bounds_fn(model: gan.GAN, sigma2: float, num_steps: int, num_chains: int, ad
 
 
 def to_bpd(log_p, num_dims: int, num_bins: int):
-  """log p(y) (nats) -> the family's AIS bits/dim (`gan.log_likelihood_fn`):
-  density nats_to_bpd(-log p, D) + discretization log2 K."""
-  return nats_to_bpd(-np.asarray(log_p, np.float64), num_dims) + math.log2(num_bins)
-
-
-def mean_stderr(v) -> tuple[float, float]:
-  """Mean and standard error (std with ddof 1 / sqrt n) over examples."""
-  v = np.asarray(v, np.float64)
-  return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
+  """log p(y) (nats) -> the family's AIS bits/dim (`gan.ais_bpd`), in float64."""
+  return gan.ais_bpd(np.asarray(log_p, np.float64), num_dims, num_bins)
 
 
 def choose_sigma2(flag: float, workdir: str, config) -> tuple[float, str]:
@@ -143,7 +137,7 @@ def summarize(num_steps: int, lower, upper, fwd_acc, rev_acc, num_dims: int, num
                       ("forward_bpd", to_bpd(lower, num_dims, num_bins)),
                       ("reverse_bpd", to_bpd(upper, num_dims, num_bins)),
                       ("gap_bpd", nats_to_bpd(gap, num_dims))):
-    row[name], row[f"{name}_stderr"] = mean_stderr(value)
+    row[name], row[f"{name}_stderr"] = evaluate.mean_and_stderr(value)
   row.update(forward_acceptance=float(np.mean(fwd_acc)), reverse_acceptance=float(np.mean(rev_acc)),
              compile_seconds=compile_seconds, seconds=seconds,
              per_example={"forward_nats": [float(v) for v in lower], "reverse_nats": [float(v) for v in upper]})

@@ -28,6 +28,12 @@ from genfam.family import METRICS_KIND
 from genfam.loop import sharding
 
 
+def mean_and_stderr(values) -> tuple[float, float]:
+  """Mean of per-example values [N] and its standard error std(ddof=1) / sqrt(N) (nan for N < 2)."""
+  v = np.asarray(values, np.float64)
+  return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int, batch_size: int,
                       num_examples: int = 0, num_draws: int = 1, conditional_on: str = "") -> dict:
   """Mean per-example bits/dim of `fn` over the test split, with its parts.
@@ -52,9 +58,8 @@ def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int
       sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
     per_example_total.append(mean["bpd"])
     count += int(mask.sum())
-  totals = np.concatenate(per_example_total).astype(np.float64)
-  report = {"kind": kind, "conditional_on": conditional_on or None, "bpd": float(totals.mean()),
-            "bpd_stderr": float(totals.std(ddof=1) / math.sqrt(len(totals))) if len(totals) > 1 else float("nan")}
+  bpd, bpd_stderr = mean_and_stderr(np.concatenate(per_example_total))
+  report = {"kind": kind, "conditional_on": conditional_on or None, "bpd": bpd, "bpd_stderr": bpd_stderr}
   report.update({k: v / count for k, v in sums.items() if k != "bpd"})
   report.update(num_examples=count, num_draws=num_draws, num_bins=num_bins, seconds=time.time() - start)
   return report
@@ -88,10 +93,9 @@ def metrics_report(fn, params, source, rng, mesh, *, headline: str, batch_size: 
     raise ValueError(f"the headline metric {headline!r} is not among the test metrics {sorted(values)}")
   report = {"kind": METRICS_KIND, "headline": headline}
   for k in [headline] + sorted(k for k in values if k != headline):
-    v = np.concatenate(values[k])
-    report[k] = float(v.mean())
+    report[k], stderr = mean_and_stderr(np.concatenate(values[k]))
     if not k.endswith("_chance"):
-      report[f"{k}_stderr"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+      report[f"{k}_stderr"] = stderr
   report.update(num_examples=count, num_draws=num_draws, gallery_size=batch_size, seconds=time.time() - start)
   return report
 

@@ -36,3 +36,15 @@ def saved(workdir: str, fallback: str = ""):
     return None
   name, _, variant = fallback.partition(":")
   return load(name, variant)
+
+
+def apply_overrides(config, overrides: dict):
+  """config with `overrides` ({'a.b': value}) set in place, as --config.a.b=value would
+  (an int given for a float key becomes a float); -> config."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = float(value) if isinstance(node.get(leaf), float) and not isinstance(value, bool) else value
+  return config
