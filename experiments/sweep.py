@@ -109,9 +109,33 @@ def run_local(args) -> None:
 def storage(args):
   import optuna
   warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
-  return optuna.storages.RDBStorage(
+  rdb = optuna.storages.RDBStorage(
       args.storage, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=args.max_retry))
+  if args.storage.startswith("sqlite"):
+    _serialize_sqlite_transactions(rdb.engine)
+  return rdb
+
+
+def _serialize_sqlite_transactions(engine):
+  """Every transaction takes SQLite's write lock at BEGIN (BEGIN IMMEDIATE).
+
+  Optuna claims a waiting trial by reading it as WAITING and writing RUNNING in one
+  transaction, relying on SELECT ... FOR UPDATE, which SQLite ignores: two workers could
+  both read WAITING and run the same trial (seen as 'Cannot tell a FAIL trial' when the
+  second run found the workdir locked). PostgreSQL honours FOR UPDATE and needs nothing.
+  """
+  from sqlalchemy import event
+
+  @event.listens_for(engine, "connect")
+  def _no_implicit_begin(dbapi_connection, connection_record):
+    dbapi_connection.isolation_level = None      # pysqlite: let the "begin" event issue BEGIN
+
+  @event.listens_for(engine, "begin")
+  def _begin_immediate(connection):
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+  engine.dispose()                                # connections made before the listeners are dropped
 
 
 def open_study(args, create: bool = False):
