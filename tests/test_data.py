@@ -66,6 +66,34 @@ def test_eval_batches_pad_and_mask():
   np.testing.assert_array_equal(batches[0][0]["label"][:5], [srcs["test"][i]["label"] for i in range(5)])
 
 
+def _as_process(monkeypatch, index: int, count: int):
+  """The pipeline sees itself as process `index` of `count`."""
+  monkeypatch.setattr(pipeline.jax, "process_index", lambda *a: index)
+  monkeypatch.setattr(pipeline.jax, "process_count", lambda *a: count)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_eval_batches_do_not_depend_on_the_process_count(monkeypatch, count):
+  """Process p's rows of evaluation batch k are rows [p b, (p + 1) b) of the one-process batch
+  k, padding and mask included, so per-row noise (AIS, dequantization) meets the same example."""
+  _, srcs = sources.data_sources(_data_config("digits"))
+
+  def batches(p, n):
+    _as_process(monkeypatch, p, n)
+    return list(pipeline.eval_batches(srcs["test"], 16, num_examples=37))
+
+  want = batches(0, 1)
+  assert [int(m.sum()) for _, m in want] == [16, 16, 5]
+  for p in range(count):
+    got = batches(p, count)
+    assert len(got) == len(want)
+    rows = slice(p * 16 // count, (p + 1) * 16 // count)
+    for (batch, mask), (one, one_mask) in zip(got, want):
+      np.testing.assert_array_equal(mask, one_mask[rows])
+      np.testing.assert_array_equal(batch["image"], one["image"][rows])
+      np.testing.assert_array_equal(batch["label"], one["label"][rows])
+
+
 def test_batches_carry_captions_and_attributes(tmp_path):
   plain_spec, plain = sources.data_sources(_data_config("digits"))
   spec, srcs = pipeline.captioned(plain_spec, plain, str(tmp_path))  # as-is if data_sources already captions
@@ -194,8 +222,7 @@ def test_global_batches_do_not_depend_on_the_process_count(monkeypatch, count):
   _, srcs = sources.data_sources(_data_config("digits"))
 
   def loader(p, n):
-    monkeypatch.setattr(pipeline.jax, "process_index", lambda *a: p)
-    monkeypatch.setattr(pipeline.jax, "process_count", lambda *a: n)
+    _as_process(monkeypatch, p, n)
     return iter(pipeline.train_loader(srcs["train"], 16, seed=4))
 
   one = loader(0, 1)

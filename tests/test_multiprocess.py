@@ -3,10 +3,14 @@
 Processes join through JAX's own runtime (jax.distributed, gloo collectives on
 CPU). The global batches do not depend on the process count (one global order;
 each process reads its rows), so the losses and the saved parameters of the
-two layouts agree; killing both processes and starting them again resumes; a
+two layouts agree; evaluation gives every example the same noise on any process
+count, so a stochastic estimate (the GAN's AIS) and the sample-quality scores (FID,
+KID, class agreement) of one checkpoint are the same on 2 processes as on 1; killing both processes and starting them again resumes; a
 process that cannot reach its coordinator fails with one line within the timeout.
 """
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,13 +40,13 @@ def _env(devices: int) -> dict:
   return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
 
 
-def _start(workdir, num_processes: int, devices: int, *extra, port=None):
+def _start(workdir, num_processes: int, devices: int, *extra, port=None, args=ARGS):
   port = port or _free_port()
   procs = []
   for i in range(num_processes):
     dist = [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}", f"--process_id={i}",
             "--distributed_timeout=60"] if num_processes > 1 else []
-    procs.append(subprocess.Popen([sys.executable, "-m", "genfam.main", *ARGS, f"--workdir={workdir}", *dist, *extra],
+    procs.append(subprocess.Popen([sys.executable, "-m", "genfam.main", *args, f"--workdir={workdir}", *dist, *extra],
                                   cwd=REPO, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True))
   return procs
@@ -72,7 +76,6 @@ def test_two_processes_of_four_devices_match_one_of_eight(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), params2, params1)
   # The test report is the same (the 40 test examples split over the processes), written once.
   one = [line for line in outs[0][0].splitlines() if line.startswith("test exact")]
-  import json
   r1 = json.load(open(tmp_path / "one" / "results.json"))["test"]["exact"]
   r2 = json.load(open(tmp_path / "two" / "results.json"))["test"]["exact"]
   assert r1["num_examples"] == r2["num_examples"] == 40 and one
@@ -106,3 +109,27 @@ def test_an_unreachable_coordinator_is_one_line_not_a_hang(tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.startswith("error: process 1 of 2 could not join the multi-process run at 127.0.0.1:")
   assert proc.stderr.count("\n") == 1 and time.time() - start < 60
+
+
+def test_gan_ais_and_sample_quality_of_two_processes_match_one(tmp_path):
+  """One GAN checkpoint evaluated by 1 process x 8 devices and by 2 x 4: the AIS bits/dim
+  (per-row HMC noise; 10 examples in batches of 8, so process 1's last rows are padding)
+  and FID / KID / class agreement on a classifier's features agree."""
+  smoke = ["--config.train.progress=False"]
+  _finish(_start(tmp_path / "classifier", 1, 1, args=["--config=configs/classifier.py:smoke", *smoke]))
+  gan = ["--config=configs/gan.py:smoke", *smoke, "--config.eval.num_examples=10", "--config.eval.batch_size=8",
+         "--config.eval.sample_quality=True", f"--config.eval.classifier_workdir={tmp_path / 'classifier'}",
+         "--config.eval.num_samples=24"]
+  _finish(_start(tmp_path / "gan", 1, 1, "--config.train.num_steps=2", "--config.eval.num_examples=2",
+                 "--config.eval.sample_quality=False", args=gan))
+  reports = {}
+  for name, processes, devices in (("one", 1, 8), ("two", 2, 4)):
+    shutil.copytree(tmp_path / "gan", tmp_path / name)
+    _finish(_start(tmp_path / name, processes, devices, "--mode=eval", args=gan))
+    results = json.load(open(tmp_path / name / "eval_step_2.json"))
+    reports[name] = (results["test"]["ais"], results["sample_quality"])
+  (ais1, quality1), (ais2, quality2) = reports["one"], reports["two"]
+  assert ais1["num_examples"] == ais2["num_examples"] == 10
+  np.testing.assert_allclose(ais2["bpd"], ais1["bpd"], rtol=1e-5)
+  for key in ("fid", "kid", "class_agreement"):
+    np.testing.assert_allclose(quality2[key], quality1[key], rtol=1e-5, atol=1e-7)

@@ -295,11 +295,14 @@ def eval_batches(source, batch_size: int, num_examples: int = 0,
   """Test examples in stored order, once: yields (batch, mask [b] bool).
 
   A CaptionedSource's batches carry 'attributes' and 'caption' (epoch 0, `caption_seed`).
-  The first `num_examples` (all if 0) are split over processes (process p
-  takes examples p, p + P, ...); each batch has exactly `batch_size //
-  process_count` rows, the last one padded by repeating its first row with mask
-  False, so every step has the same shapes (one jit), and every process yields
-  the same number of batches.
+  The first `num_examples` (all if 0) form global batches of `batch_size` in stored
+  order, the same whatever the process count: global batch k holds examples
+  k B .. k B + B - 1 and process p reads its rows p b .. p b + b - 1 (b = B / P, the
+  convention of the training batches, GlobalOrderSampler). So a stochastic estimator
+  that draws its noise per row of the global batch (AIS, dequantization, sampled t)
+  gives every example the same noise on 1 process as on P. The last global batch is
+  padded with its first example, mask False; every batch has exactly b rows and every
+  process yields the same number of batches (one jit, matching collectives).
   """
   total = len(source) if num_examples <= 0 else min(num_examples, len(source))
   local = per_process_batch_size(batch_size)
@@ -311,14 +314,12 @@ def eval_batches(source, batch_size: int, num_examples: int = 0,
       out["caption"] = captions.example_caption(spec, caption_seed, i, 0, out["label"], out["attributes"])
     return out
 
-  indices = np.arange(total)[jax.process_index()::jax.process_count()]
-  # Every process runs the same number of batches (collectives must match): as many as
-  # the process with the most rows needs; a process out of rows pads with mask False.
-  num_batches = -(-(-(-total // jax.process_count())) // local)
-  for start in range(0, num_batches * local, local):
-    idx = indices[start:start + local]
-    records = [record(int(i)) for i in idx] or [record(0)]
+  first_row = jax.process_index() * local
+  for start in range(0, total, batch_size):
+    rows = np.arange(start, min(start + batch_size, total))       # this global batch's examples
+    idx = rows[first_row:first_row + local]                        # this process's share of them
+    records = [record(int(i)) for i in idx]
     mask = np.zeros(local, bool)
     mask[:len(idx)] = True
-    records += [records[0]] * (local - len(records))
+    records += [record(int(rows[0]))] * (local - len(records))
     yield {k: np.stack([r[k] for r in records]) for k in records[0]}, mask
