@@ -45,26 +45,50 @@ def matmul_flops_per_s(n: int = 2048, reps: int = 10, dtype=jnp.float32) -> floa
   return 2 * n ** 3 / best
 
 
+class CompiledStep:
+  """The loop's jitted, guarded update of a config's run, compiled for one fixed batch."""
+
+  def __init__(self, config, workdir: str):
+    self.run_ = train.Run(config, workdir)
+    self.state = self.run_.init_state()
+    self.step_fn = jax.jit(train.guarded_update(self.run_.family.update), donate_argnums=0)
+    self.batch = sharding.shard_batch(next(iter(self.run_.loader)), self.run_.mesh)
+    self.compiled = self.step_fn.lower(self.state, self.batch, self.run_.train_key).compile()
+    self.num_dims = self.run_.spec.num_dims
+
+  def flops(self) -> float:
+    """FLOPs of one step from XLA's cost analysis of the compiled step."""
+    cost = self.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+  def run(self, state, steps: int, first: int = 0):
+    """`steps` updates from `state` (step keys fold_in(train_key, first + i)), finished."""
+    for i in range(steps):
+      state, _, _ = self.step_fn(state, self.batch, jax.random.fold_in(self.run_.train_key, first + i))
+    jax.block_until_ready(state)
+    return state
+
+  def warm_up(self, steps: int = 2):
+    """The initial state after `steps` (compiling) updates; the state to time from."""
+    state, self.state = self.state, None   # donated
+    return self.run(state, steps)
+
+
+def compiled_step(config, workdir: str) -> CompiledStep:
+  return CompiledStep(config, workdir)
+
+
 def train_step_speed(config, steps: int) -> dict:
   """images/s and FLOP/s of the loop's jitted update for `config`."""
   with tempfile.TemporaryDirectory() as workdir:
-    run = train.Run(config, workdir)
-    state = run.init_state()
-    step_fn = jax.jit(train.guarded_update(run.family.update), donate_argnums=0)
-    batches = [sharding.shard_batch(next(iter(run.loader)), run.mesh)]
-    compiled = step_fn.lower(state, batches[0], run.train_key).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan")))
-    for i in range(2):
-      state, metrics, _ = step_fn(state, batches[0], jax.random.fold_in(run.train_key, i))
-    jax.block_until_ready(state)
+    step = compiled_step(config, workdir)
+    flops = step.flops()
+    state = step.warm_up(2)
     start = time.perf_counter()
-    for i in range(steps):
-      state, metrics, _ = step_fn(state, batches[0], jax.random.fold_in(run.train_key, i + 2))
-    jax.block_until_ready(state)
+    step.run(state, steps, first=2)
     seconds = (time.perf_counter() - start) / steps
-    num_dims = run.spec.num_dims
+    num_dims = step.num_dims
   batch = config.data.batch_size
   return {"batch_size": batch, "seconds_per_step": seconds, "images_per_s": batch / seconds,
           "tokens_per_s": batch * num_dims / seconds,
