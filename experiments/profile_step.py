@@ -18,6 +18,10 @@ HLO module to what it computes and to the JAX code it came from:
   random          threefry random bits;
   elementwise     every other fusion (activations, normalisation, the optimizer).
 
+With --eval it profiles one evaluation batch of each family's main likelihood
+(a fresh model's, on the first test images) instead: the DDPM bound's T
+network passes, a flow's exact log-density, the GAN's AIS chains.
+
 Reported per config: wall-clock ms per step while traced (and untraced: the
 trace's overhead), the summed time of all operations
 per step and their ratio (operations running at once: about 1 when a step runs
@@ -38,6 +42,7 @@ import time
 import jax
 
 from experiments.benchmark_speed import DEFAULT_CONFIGS, compiled_step, load_entry
+from genfam.loop import sharding, train
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = .*?\s([a-z][\w-]*)\((.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{\s*$")
@@ -123,10 +128,35 @@ def trace_events(directory: str) -> list[dict]:
   return [e for e in events if e.get("ph") == "X"]
 
 
-def profile(config, steps: int) -> dict:
-  """Per-step time by category for `config`'s training step (see the module docstring)."""
+class EvalStep:
+  """The family's main likelihood, jitted, on the first evaluation batch of a fresh model
+  (what `--mode=eval` runs per batch), timed like a training step."""
+
+  def __init__(self, config, workdir: str):
+    from genfam.data import pipeline
+    run = train.Run(config, workdir)
+    self.params = run.family.eval_params(run.init_state())
+    batch, _ = next(pipeline.eval_batches(run.sources["test"], config.eval.batch_size))
+    self.batch = sharding.shard_batch(batch, run.mesh)
+    self.fn = jax.jit(run.family.log_likelihood)
+    self.key = run.eval_key
+    self.compiled = self.fn.lower(self.params, self.batch, self.key).compile()
+
+  def warm_up(self, steps: int = 2):
+    return self.run(None, steps)
+
+  def run(self, state, steps: int, first: int = 0):
+    for i in range(steps):
+      out = self.fn(self.params, self.batch, jax.random.fold_in(self.key, first + i))
+    jax.block_until_ready(out)
+    return state
+
+
+def profile(config, steps: int, evaluation: bool = False) -> dict:
+  """Per-step time by category for `config`'s training step, or with `evaluation` for one
+  batch of its main likelihood (see the module docstring)."""
   with tempfile.TemporaryDirectory() as workdir, tempfile.TemporaryDirectory() as trace_dir:
-    step = compiled_step(config, workdir)
+    step = EvalStep(config, workdir) if evaluation else compiled_step(config, workdir)
     instructions, contents = parse_hlo(step.compiled.as_text())
     state = step.warm_up(2)
     start = time.perf_counter()
@@ -150,7 +180,8 @@ def profile(config, steps: int) -> dict:
   return {"wall_ms_per_step": wall * 1e3, "untraced_ms_per_step": untraced * 1e3, "op_ms_per_step": total,
           "ops_at_once": total / (wall * 1e3),
           "share": {k: v / total for k, v in by_category.most_common()},
-          "ms": dict(by_category.most_common()), "top_ops": top, "batch_size": config.data.batch_size}
+          "ms": dict(by_category.most_common()), "top_ops": top,
+          "batch_size": config.eval.batch_size if evaluation else config.data.batch_size}
 
 
 def markdown(results: dict) -> str:
@@ -173,11 +204,13 @@ def main():
   parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
                       help="comma-separated config[:variant][@key=value...], as benchmark_speed's")
   parser.add_argument("--steps", type=int, default=3, help="traced steps per config")
+  parser.add_argument("--eval", action="store_true",
+                      help="profile one evaluation batch of each family's main likelihood instead of a training step")
   parser.add_argument("--out", default="", help="JSON output path")
   args = parser.parse_args()
   results = {}
   for entry in args.configs.split(","):
-    results[entry] = profile(load_entry(entry), args.steps)
+    results[entry] = profile(load_entry(entry), args.steps, evaluation=args.eval)
     print(f"{entry}: {results[entry]['wall_ms_per_step']:.0f} ms/step", flush=True)
   print(f"\ndevices: {jax.device_count()} x {jax.devices()[0].platform}, cores: {len(os.sched_getaffinity(0))}\n")
   print(markdown(results))

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from genfam.errors import GenfamError
+from genfam.nets.conv_transpose import ConvTranspose
 from genfam.nets.matmul_conv import Conv
 
 
@@ -70,7 +71,7 @@ class Generator(nn.Module):
     h = nn.relu(nn.GroupNorm(_groups(top))(h))
     for level in range(self.num_levels):
       ch = self.channels * 2 ** (self.num_levels - 1 - level)
-      h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(h)          # x2 resolution
+      h = ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h)  # x2 resolution
       h = nn.relu(nn.GroupNorm(_groups(ch))(h))
     out = Conv(self.image_shape[2], (3, 3), padding="SAME", dtype=self.dtype)(h)                   # [B, H, W, C]
     return jax.nn.sigmoid(out)
