@@ -23,12 +23,13 @@ JAX's own. Reverse mode only (jax.custom_vjp): nothing differentiates the
 generator forward-mode.
 """
 from functools import partial
-from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from genfam.nets.matmul_conv import ConvAttributes
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -62,17 +63,9 @@ def _backward(strides, padding, accumulate, residuals, dy):
 conv_transpose.defvjp(_forward, _backward)
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(ConvAttributes):
   """flax.linen.ConvTranspose's parameters and maths (transpose_kernel=False, no kernel
   dilation), with products in `dtype` and a loop-friendly input gradient."""
-  features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
-  padding: Any = "SAME"
-  use_bias: bool = True
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):  # [B, H, W, Cin] -> [B, H', W', features]

@@ -48,8 +48,8 @@ def conv_as_matmul(x, kernel, strides: Sequence[int], padding, accumulate=jnp.fl
   return out.reshape(x.shape[0], ho, wo, cout)
 
 
-class Conv(nn.Module):
-  """flax.linen.Conv's parameters and maths, computed by XLA's convolution or as a matmul."""
+class ConvAttributes(nn.Module):
+  """The attributes flax's Conv and ConvTranspose share, with the product dtype."""
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
@@ -58,6 +58,10 @@ class Conv(nn.Module):
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros
   dtype: Any = jnp.float32
+
+
+class Conv(ConvAttributes):
+  """flax.linen.Conv's parameters and maths, computed by XLA's convolution or as a matmul."""
   impl: str = "xla"
 
   @nn.compact
