@@ -368,3 +368,14 @@ def test_all_checkpoints_corrupt_is_one_clear_error_and_nothing_is_lost(tmp_path
   with pytest.raises(GenfamError, match=r"no checkpoint in .* could be read .*moved to .*corrupt_checkpoints"):
     train.evaluate_workdir(config, str(tmp_path))
   assert sorted(p.name.split(".")[0] for p in (tmp_path / "corrupt_checkpoints").iterdir()) == sorted(map(str, steps))
+
+
+def test_a_frozen_encoders_workdir_is_compatible_however_it_is_spelled():
+  """model.text_encoder_workdir relative or absolute names one directory: not a config change."""
+  from genfam.loop.checkpointing import structural_differences
+  model = {"latent_dim": 2}
+  here = {"model": {**model, "text_encoder_workdir": "runs/clip"}}
+  there = {"model": {**model, "text_encoder_workdir": os.path.abspath("runs/clip")}}
+  assert structural_differences(here, there) == []
+  assert structural_differences(here, {"model": {**model, "text_encoder_workdir": "runs/other"}}) == [
+      f"model.text_encoder_workdir: {os.path.realpath('runs/clip')!r} -> {os.path.realpath('runs/other')!r}"]

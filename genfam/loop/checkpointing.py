@@ -49,9 +49,12 @@ def structural_differences(saved: dict, current: dict) -> list[str]:
   keys = sorted(set(saved_flat) | set(current_flat))
   structural = [k for k in keys if any(k == s or k.startswith(s + ".") for s in STRUCTURAL_KEYS)
                 and k not in COMPUTE_ONLY_KEYS]
-  # ema_decay and clip_norm only change the state's structure by being zero or not.
+  # ema_decay and clip_norm only change the state's structure by being zero or not; a
+  # workdir key (a frozen encoder's run) names a directory, however it is spelled.
   def value(flat, k):
     v = flat.get(k, "<missing>")
+    if k.endswith("_workdir") and isinstance(v, str) and v:
+      return os.path.realpath(v)
     return bool(v) if k in ("optim.ema_decay", "optim.clip_norm") else v
   return [f"{k}: {value(saved_flat, k)!r} -> {value(current_flat, k)!r}"
           for k in structural if value(saved_flat, k) != value(current_flat, k)]
