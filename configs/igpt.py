@@ -43,10 +43,15 @@ the other core running a diffusion run; test bits/dim on the same first 1000 tes
   | width 128, depth 2 (default)  | 0.56M | 219 | 5.91 | 3.579 +- 0.031 |
 Depth 2 at width 128 wins by 0.24 bits/dim over width 64 and 0.48 over depth 4
 on the same images (the +- are each mean's own standard error; the paired
-differences are far larger than they). Caveat: at 127-219 steps every variant is
-still in or just past the 200-step learning-rate warm-up, so the race measures
-the first CPU-hour, which is the budget of this machine; a longer race could
-favour depth 4 again.
+differences are far larger than they). At 127-219 steps every variant was still
+in or just past the 200-step learning-rate warm-up, so the top two were
+continued to 1200 s each (the same command with train.max_train_seconds=1200 and
+only those two variants; they resume):
+  | width 128, depth 4 | 253 steps | 3.44 images/s | 3.559 +- 0.031 | peak RSS 2.7 GiB |
+  | width 128, depth 2 | 430 steps | 5.71 images/s | 3.231 +- 0.029 | peak RSS 1.9 GiB |
+Depth 2 still leads, by 0.33 bits/dim, and after 20 minutes on one core it is
+already below the depth-4 run's 3.267 after 70 minutes on a loaded machine
+(above). experiments/results/igpt_race/ has both stages' tables and grids.
 
 Measured at depth 4 (2-core AVX-512 CPU; the load average is that of the whole machine,
 which other people's jobs filled; timings scale with it):
