@@ -58,10 +58,11 @@ class CompiledStep:
     self.num_dims = self.run_.spec.num_dims
 
   def flops(self) -> float:
-    """FLOPs of one step from XLA's cost analysis of the compiled step."""
+    """FLOPs of one step from XLA's cost analysis of the compiled step: the analysis is of
+    one device's partition of the program, so it is multiplied by the devices."""
     cost = self.compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan")))
+    return float(cost.get("flops", float("nan"))) * self.run_.mesh.size
 
   def run(self, state, steps: int, first: int = 0):
     """`steps` updates from `state` (step keys fold_in(train_key, first + i)), finished."""
