@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from experiments.benchmark_speed import parse_entry
+from experiments.benchmark_speed import parse_overrides
 from genfam.loop import train
 from genfam.settings import config_files
 
@@ -73,7 +73,7 @@ def main():
                       help="a config override for every run, e.g. eval.ais_steps=50 (repeatable)")
   parser.add_argument("--out", default="", help="JSON output path")
   args = parser.parse_args()
-  overrides = parse_entry("@".join(["x", *args.set]))[2]
+  overrides = parse_overrides(args.set)
   rows = []
   for workdir in args.workdirs:
     reference = {}

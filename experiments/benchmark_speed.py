@@ -77,14 +77,10 @@ class CompiledStep:
     return self.run(state, steps)
 
 
-def compiled_step(config, workdir: str) -> CompiledStep:
-  return CompiledStep(config, workdir)
-
-
 def train_step_speed(config, steps: int) -> dict:
   """images/s and FLOP/s of the loop's jitted update for `config`."""
   with tempfile.TemporaryDirectory() as workdir:
-    step = compiled_step(config, workdir)
+    step = CompiledStep(config, workdir)
     flops = step.flops()
     state = step.warm_up(2)
     start = time.perf_counter()
@@ -102,14 +98,19 @@ def parse_entry(entry: str):
   overrides, e.g. 'igpt@model.dtype=bfloat16' (values parsed as Python literals where they are)."""
   name, *sets = entry.split("@")
   path, _, variant = name.partition(":")
+  return path, variant, parse_overrides(sets)
+
+
+def parse_overrides(items) -> dict:
+  """['key=value', ...] -> {key: value}, values parsed as Python literals where they are."""
   overrides = {}
-  for item in sets:
+  for item in items:
     key, _, value = item.partition("=")
     try:
       overrides[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       overrides[key] = value
-  return path, variant, overrides
+  return overrides
 
 
 def load_entry(entry: str):

@@ -41,7 +41,7 @@ import time
 
 import jax
 
-from experiments.benchmark_speed import DEFAULT_CONFIGS, compiled_step, load_entry
+from experiments.benchmark_speed import DEFAULT_CONFIGS, CompiledStep, load_entry
 from genfam.loop import sharding, train
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = .*?\s([a-z][\w-]*)\((.*)$")
@@ -156,7 +156,7 @@ def profile(config, steps: int, evaluation: bool = False) -> dict:
   """Per-step time by category for `config`'s training step, or with `evaluation` for one
   batch of its main likelihood (see the module docstring)."""
   with tempfile.TemporaryDirectory() as workdir, tempfile.TemporaryDirectory() as trace_dir:
-    step = EvalStep(config, workdir) if evaluation else compiled_step(config, workdir)
+    step = EvalStep(config, workdir) if evaluation else CompiledStep(config, workdir)
     instructions, contents = parse_hlo(step.compiled.as_text())
     state = step.warm_up(2)
     start = time.perf_counter()
