@@ -20,3 +20,17 @@ REPO = config_files.REPO
 def load_config(name: str, variant: str = "smoke"):
   """configs/<name>.py's get_config(variant) (the smoke variant by default)."""
   return config_files.load(name, variant)
+
+
+def assert_values_and_gradients_equal(ours, plain, x, kernel, key, apply=lambda f: f, tol=1e-11):
+  """ours(x, kernel) equals plain(x, kernel), and so do their input and kernel gradients for a random
+  cotangent (float64 in the callers: tolerances of 1e-11). `apply` wraps ours (a chex variant)."""
+  import jax
+  import numpy as np
+  y = apply(ours)(x, kernel)
+  np.testing.assert_allclose(y, plain(x, kernel), rtol=tol, atol=tol)
+  dy = jax.random.normal(key, y.shape, y.dtype)
+  want = jax.vjp(plain, x, kernel)[1](dy)
+  got = apply(lambda x, k: jax.vjp(ours, x, k)[1](dy))(x, kernel)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=tol, atol=tol)

@@ -9,6 +9,7 @@ import pytest
 from absl.testing import parameterized
 
 from genfam.nets.conv_transpose import ConvTranspose, conv_transpose
+from tests.conftest import assert_values_and_gradients_equal
 
 
 @pytest.fixture(autouse=True)
@@ -28,13 +29,7 @@ class ConvTransposeTest(chex.TestCase):
       kernel = jax.random.normal(kk, (4, 3, 4, 7), jnp.float64)
       plain = lambda x, k: jax.lax.conv_transpose(x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
       ours = lambda x, k: conv_transpose(x, k, strides, padding, jnp.float64)
-      y = self.variant(ours)(x, kernel)
-      np.testing.assert_allclose(y, plain(x, kernel), rtol=1e-12, atol=1e-12)
-      dy = jax.random.normal(kg, y.shape, jnp.float64)
-      want = jax.vjp(plain, x, kernel)[1](dy)
-      got = self.variant(lambda x, k: jax.vjp(ours, x, k)[1](dy))(x, kernel)
-      for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-11)
+      assert_values_and_gradients_equal(ours, plain, x, kernel, kg, self.variant)
 
 
 def test_per_example_gradients_under_vmap_in_a_loop_equal_lax():

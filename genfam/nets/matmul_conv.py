@@ -6,7 +6,8 @@ shapes and initialisers, and the same auto-name 'Conv_<n>', so checkpoints carry
 with two more attributes:
 - dtype: the product's input dtype (float32 or bfloat16); parameters stay float32,
   products accumulate and return in float32 (float64 stays float64);
-- impl: 'xla' (lax.conv_general_dilated, the default) or 'matmul' (im2col: the kh*kw
+- impl: 'xla' (lax.conv_general_dilated, the default; a strided one takes its input
+  gradient by phases on the CPU, `nets.phase_conv.strided_conv`) or 'matmul' (im2col: the kh*kw
   shifted, strided views of the padded input concatenated on channels,
   [B*Ho*Wo, kh*kw*Cin] @ [kh*kw*Cin, Cout]).
 Both compute out[b, i, j, o] = sum_{u, v, c} xpad[b, s*i + u, s*j + v, c] k[u, v, c, o] + bias[o]
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from genfam.errors import GenfamError
+from genfam.nets import phase_conv
 
 IMPLS = ("xla", "matmul")
 
@@ -75,6 +77,8 @@ class Conv(ConvAttributes):
       raise GenfamError(f"unknown convolution impl {self.impl!r}; use one of {IMPLS}")
     if self.impl == "matmul":
       y = conv_as_matmul(xc, kc, strides, self.padding, accumulate)
+    elif strides != (1, 1) and phase_conv.phases_pay():    # input gradient by phases: 1.25-1.5x faster on CPU
+      y = phase_conv.strided_conv(xc, kc, strides, self.padding, accumulate)
     else:
       y = lax.conv_general_dilated(xc, kc, strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                    preferred_element_type=accumulate)
