@@ -2,6 +2,7 @@
 
   python -m experiments.kernel_probe                         # the default shapes
   python -m experiments.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
+  python -m experiments.kernel_probe --phases          # lax's dilated-input forms vs nets.phase_conv's
 
 For each shape it times, forward and backward (value_and_grad of a sum, so
 the two gradient convolutions are included; 3x the forward FLOPs):
@@ -13,6 +14,13 @@ each in float32 and in bfloat16 (inputs and weights cast, products
 accumulated in float32: preferred_element_type), and reports GFLOP/s of the
 best of --reps timed calls after a compiling one. A kernel that uses the AMX
 units shows a bfloat16 rate several times its float32 rate.
+
+With --phases it times instead, forward + backward at batch --batch in float32, the
+networks' layers whose lax form convolves a zero-dilated input, against
+`genfam.nets.phase_conv` (the form the networks use on the CPU): the GAN generator's
+4x4 stride-2 transposed convolutions (lax.conv_transpose vs phases) and the 4x4 / 3x3
+stride-2 convolutions of its discriminator, the U-Net and the VAE (JAX's input gradient
+vs the phase one), at the default configs' shapes.
 """
 import argparse
 import json
@@ -22,7 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from genfam.nets import matmul_conv
+from genfam.nets import matmul_conv, phase_conv
+from genfam.nets.conv_transpose import conv_transpose
 
 
 def best_seconds(fn, *args, reps: int) -> float:
@@ -72,6 +81,34 @@ def probe(batch: int, size: int, channels: int, gemm_n: int, reps: int) -> list[
   return rows
 
 
+# (name, input [H, Cin], kernel, Cout, transposed) at the default configs' shapes
+PHASE_LAYERS = (("gan generator 7->14", 7, 64, 4, 64, True), ("gan generator 14->28", 14, 64, 4, 32, True),
+                ("gan discriminator 28->14", 28, 32, 4, 64, False), ("gan discriminator 14->7", 14, 64, 4, 128, False),
+                ("unet / vae downsample 28->14", 28, 32, 3, 32, False), ("unet downsample 14->7", 14, 64, 3, 64, False))
+
+
+def probe_phases(batch: int, reps: int) -> list[dict]:
+  """Forward + backward ms of each PHASE_LAYERS layer, lax's form vs the phase form (float32)."""
+  dims = ("NHWC", "HWIO", "NHWC")
+  rows = []
+  for name, size, cin, taps, cout, transposed in PHASE_LAYERS:
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    x = jax.random.normal(keys[0], (batch, size, size, cin), jnp.float32)
+    w = jax.random.normal(keys[1], (taps, taps, cin, cout), jnp.float32) * 0.05
+    if transposed:
+      lax_form = lambda x, w: lax.conv_transpose(x, w, (2, 2), "SAME", dimension_numbers=dims)
+      phases = lambda x, w: conv_transpose(x, w, (2, 2), "SAME")
+    else:
+      lax_form = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dims)
+      phases = lambda x, w: phase_conv.strided_conv(x, w, (2, 2), "SAME")
+    row = {"layer": name, "shape": f"{batch}x{size}x{size}x{cin} -> {cout}, {taps}x{taps} stride 2"}
+    for label, f in (("lax_ms", lax_form), ("phases_ms", phases)):
+      fb = jax.jit(jax.value_and_grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1)))
+      row[label] = 1e3 * best_seconds(fb, x, w, reps=reps)
+    rows.append(row)
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch", type=int, default=64)
@@ -80,7 +117,18 @@ def main():
   parser.add_argument("--gemm_n", type=int, default=2048)
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--out", default="")
+  parser.add_argument("--phases", action="store_true", help="time the dilated-input layers, lax vs phases")
   args = parser.parse_args()
+  if args.phases:
+    rows = probe_phases(args.batch, args.reps)
+    print(f"{jax.devices()[0].platform}; forward + backward, float32, best of {args.reps}")
+    print("| layer | shape | lax ms | phases ms | speed-up |\n|---|---|---:|---:|---:|")
+    for r in rows:
+      print(f"| {r['layer']} | {r['shape']} | {r['lax_ms']:.1f} | {r['phases_ms']:.1f} | {r['lax_ms'] / r['phases_ms']:.2f}x |")
+    if args.out:
+      with open(args.out, "w") as f:
+        json.dump({"device": jax.devices()[0].platform, "rows": rows}, f, indent=2)
+    return
   rows = []
   for c in [int(c) for c in args.channels.split(",")]:
     rows += probe(args.batch, args.size, c, args.gemm_n, args.reps)

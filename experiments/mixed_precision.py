@@ -70,6 +70,10 @@ def run_entry(root: str, entry: str) -> dict:
   return row
 
 
+def _rate(value) -> str:
+  return "n/a" if value is None else f"{value:.1f}"     # None: too few steps to time
+
+
 def table(rows) -> str:
   lines = ["| entry | bound | test images | steps | fp32 bits/dim | bf16 bits/dim | bf16 - fp32 | relative | "
            "fp32 train img/s | bf16 train img/s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -77,7 +81,7 @@ def table(rows) -> str:
     f, b = r["float32"], r["bfloat16"]
     lines.append(f"| {r['entry']} | {f['kind']} | {f['num_examples']} | {f['step']} | {f['bpd']:.4f} ± {f['bpd_stderr']:.4f} | "
                  f"{b['bpd']:.4f} ± {b['bpd_stderr']:.4f} | {r['difference']:+.4f} | {r['difference'] / f['bpd']:+.2%} | "
-                 f"{f['train_images_per_s']:.1f} | {b['train_images_per_s']:.1f} |")
+                 f"{_rate(f['train_images_per_s'])} | {_rate(b['train_images_per_s'])} |")
   return "\n".join(lines)
 
 

@@ -1,0 +1,27 @@
+"""experiments.mixed_precision and experiments.kernel_probe --phases run end to end on tiny settings."""
+import json
+import subprocess
+
+from experiments import kernel_probe, mixed_precision
+
+
+def test_mixed_precision_trains_both_dtypes_once_and_tabulates(tmp_path, monkeypatch):
+  entry = "vae:smoke@train.num_steps=2"
+  row = mixed_precision.run_entry(str(tmp_path), entry)
+  for dtype in mixed_precision.DTYPES:
+    config = json.load(open(f"{mixed_precision.run_dir(str(tmp_path), entry, dtype)}/config.json"))
+    assert config["model"]["dtype"] == dtype and config["train"]["num_steps"] == 2
+    assert row[dtype]["step"] == 2 and row[dtype]["kind"] == "elbo"
+  assert row["difference"] == row["bfloat16"]["bpd"] - row["float32"]["bpd"]
+  assert entry in mixed_precision.table([row])
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+  monkeypatch.setattr(subprocess, "run", no_training)
+  assert mixed_precision.run_entry(str(tmp_path), entry) == row      # finished runs are only read
+
+
+def test_phase_probe_times_every_layer_both_ways():
+  rows = kernel_probe.probe_phases(batch=2, reps=1)
+  assert [r["layer"] for r in rows] == [layer[0] for layer in kernel_probe.PHASE_LAYERS]
+  assert all(r["lax_ms"] > 0 and r["phases_ms"] > 0 for r in rows)
