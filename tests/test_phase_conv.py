@@ -88,3 +88,43 @@ def test_strided_conv_module_keeps_flax_parameters_and_maths():
   bf16 = jax.grad(loss(Conv(8, (3, 3), strides=(2, 2), dtype=jnp.bfloat16)))(
       jax.tree.map(lambda a: a.astype(jnp.float32), params))
   chex.assert_trees_all_close(bf16, jax.grad(loss(theirs))(params), rtol=0.05, atol=0.05)
+
+
+def _upsample_then_conv(factor, padding):
+  def f(x, k):
+    b, h, w, c = x.shape
+    up = jax.image.resize(x, (b, factor * h, factor * w, c), "nearest")
+    return jax.lax.conv_general_dilated(up, k, (1, 1), padding, dimension_numbers=DIMS)
+  return f
+
+
+class UpsampledConvTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((2, (3, 3), "SAME"), (3, (3, 3), "SAME"), (2, (4, 2), "SAME"), (2, (1, 1), "SAME"),
+                            (2, (5, 3), ((1, 3), (2, 0))))
+  def test_values_and_gradients_equal_resize_then_conv(self, factor, kernel_size, padding):
+    kx, kk, kg = jax.random.split(jax.random.key(6), 3)
+    x = jax.random.normal(kx, (2, 4, 5, 3), jnp.float64)
+    kernel = jax.random.normal(kk, kernel_size + (3, 4), jnp.float64)
+    ours = lambda x, k: phase_conv.upsampled_conv(x, k, factor, padding, jnp.float64)
+    assert_values_and_gradients_equal(ours, _upsample_then_conv(factor, padding), x, kernel, kg, self.variant)
+
+
+def test_a_padding_that_changes_the_size_is_refused():
+  x = jnp.zeros((1, 4, 4, 2))
+  with pytest.raises(ValueError, match="keeps the size"):
+    phase_conv.upsampled_conv(x, jnp.zeros((3, 3, 2, 2)), 2, "VALID")
+
+
+def test_upsampling_conv_module_equals_resize_then_flax_conv():
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(7), (2, 7, 7, 3), jnp.float64)
+  ours = Conv(8, (3, 3), upsample=2)
+  params = nn.Conv(8, (3, 3)).init(jax.random.key(8), x)
+  theirs = lambda p: nn.Conv(8, (3, 3)).apply(p, jax.image.resize(x, (2, 14, 14, 3), "nearest"))
+  chex.assert_trees_all_equal_shapes_and_dtypes(ours.init(jax.random.key(8), x), params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs(params), rtol=1e-6, atol=1e-6)
+  loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p)))
+  chex.assert_trees_all_close(jax.grad(loss(lambda p: ours.apply(p, x)))(params), jax.grad(loss(theirs))(params),
+                              rtol=1e-5, atol=1e-5)

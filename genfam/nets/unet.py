@@ -192,8 +192,7 @@ class UNet(nn.Module):
         if h.shape[1] in self.attn_resolutions:
           h = attend(h)
       if level > 0:
-        h = jax.image.resize(h, (b, 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), "nearest")
-        h = Conv(h.shape[-1], (3, 3), padding="SAME", dtype=self.dtype)(h)
+        h = Conv(h.shape[-1], (3, 3), padding="SAME", dtype=self.dtype, upsample=2)(h)   # nearest x2, conv
     assert not skips
     h = nn.silu(_group_norm(h, self.num_groups))
     return Conv(self.out_channels, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)

@@ -92,8 +92,11 @@ class Decoder(nn.Module):
     for level in range(top, -1, -1):
       if level < top:
         size = sizes[level]
-        h = jax.image.resize(h, (h.shape[0], *size, h.shape[-1]), "nearest")
-        h = Conv(self.widths[level], (3, 3), padding="SAME", dtype=self.dtype)(h)  # [B, *size, widths[level]]
+        if tuple(size) == (2 * h.shape[1], 2 * h.shape[2]):                    # nearest x2, conv
+          h = Conv(self.widths[level], (3, 3), padding="SAME", dtype=self.dtype, upsample=2)(h)
+        else:
+          h = jax.image.resize(h, (h.shape[0], *size, h.shape[-1]), "nearest")
+          h = Conv(self.widths[level], (3, 3), padding="SAME", dtype=self.dtype)(h)  # [B, *size, widths[level]]
       for _ in range(self.blocks[level]):
         h = ResidualBlock(self.widths[level], self.norm, dtype=self.dtype)(h)
     h = nn.silu(h)
