@@ -25,3 +25,17 @@ def test_phase_probe_times_every_layer_both_ways():
   rows = kernel_probe.probe_phases(batch=2, reps=1)
   assert [r["layer"] for r in rows] == [layer[0] for layer in kernel_probe.PHASE_LAYERS]
   assert all(r["lax_ms"] > 0 and r["phases_ms"] > 0 for r in rows)
+
+
+def test_the_readme_ynnpack_flag_is_known_to_this_jaxlib_and_keeps_the_gradient():
+  """README ('Weight gradients and YNNPACK') advises this flag for the diffusion configs; an XLA
+  that no longer knows it aborts the process, which this catches on upgrade."""
+  import os
+  import sys
+  code = ("import jax, jax.numpy as jnp; from jax import lax; x = jnp.ones((2, 6, 6, 20)); k = jnp.ones((3, 3, 20, 20));"
+          "f = lambda k: jnp.sum(lax.conv_general_dilated(x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')));"
+          "print(float(jax.grad(f)(k)[1, 1, 0, 0]))")
+  env = {**os.environ, "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert float(out.stdout.strip().splitlines()[-1]) == 2 * 36.0     # 36 positions, 2 images, all taps inside

@@ -21,15 +21,18 @@ Two of the networks' operations are such convolutions:
   dx = conv_general_dilated(dy, rot180(k) with in/out swapped, 1,
   (K - 1 - pa, H + pa - s (Ho - 1) - 1), lhs_dilation=s).
 
+A third regrouping, `upsampled_conv`, computes a convolution of a nearest-neighbour
+upsampled input at the input's resolution (its docstring).
+
 Why: XLA:CPU runs the dilated form on a slow path ('convolution-base-dilated' in a
 profile). Measured on the 2-core AVX-512 machine (jax 0.10.2, float32, forward +
-backward of one layer at batch 64): the GAN generator's 4x4 stride-2 transposed
-convolutions, 64 -> 64 channels at 7x7 -> 14x14 and 64 -> 32 at 14x14 -> 28x28, took
-104 and 230 ms with lax's, 7.5 and 35 ms by phases; its discriminator's 4x4 stride-2
-convolutions and the U-Net's and VAE's 3x3 stride-2 downsamplings take 1.25-1.5x less
-with the input gradient by phases (`python -m experiments.kernel_probe --phases`).
-On GPU and TPU the library convolutions already skip the zeros, so `phases_pay()`
-keeps lax's form there.
+backward of one layer at batch 64, one core: `python -m experiments.kernel_probe --phases`):
+the GAN generator's 4x4 stride-2 transposed convolutions, 64 -> 64 channels at 7x7 ->
+14x14 and 64 -> 32 at 14x14 -> 28x28, take 208 and 467 ms in lax's form, 26 and 103 ms
+by phases; the strided convolutions of its discriminator and the U-Net's and VAE's
+downsamplings 1.0-1.1x less with the input gradient by phases. Training steps: the GAN
+1.92x, the VAE 1.13x and DDPM 1.05x (README, "Where the time goes"). On GPU and TPU the
+library convolutions already skip the zeros, so `phases_pay()` keeps lax's forms there.
 """
 from functools import partial
 
