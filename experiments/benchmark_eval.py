@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from experiments.benchmark_speed import parse_overrides
+from experiments.benchmark_speed import parse_overrides, run_settings
 from genfam.loop import train
 from genfam.settings import config_files
 
@@ -84,7 +84,7 @@ def main():
         rows.append({"workdir": workdir, "kind": kind, "dtype": dtype, **r,
                      "bpd_minus_float32": None if dtype == "float32" else r["bpd"] - reference[kind]})
       print(f"{workdir} {dtype}: {time.perf_counter() - start:.0f} s", flush=True)
-  print(f"\ndevices: {jax.device_count()} x {jax.devices()[0].platform}\n")
+  print("\nsettings: " + ", ".join(f"{k} {v!r}" for k, v in run_settings().items()) + "\n")
   print(markdown(rows))
   if args.out:
     with open(args.out, "w") as f:

@@ -17,7 +17,9 @@ Prints a markdown table and writes JSON.
 import argparse
 import ast
 import json
+import os
 import resource
+import subprocess
 import tempfile
 import time
 
@@ -121,6 +123,19 @@ def load_entry(entry: str):
   return config
 
 
+def run_settings() -> dict:
+  """What a timing depends on besides the config: XLA flags, the CPUs this process may use,
+  devices, versions and the commit."""
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    commit = ""
+  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": len(os.sched_getaffinity(0)),
+          "devices": f"{jax.device_count()} x {jax.devices()[0].platform}", "jax": jax.__version__,
+          "commit": commit or "unknown"}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
@@ -136,11 +151,12 @@ def main():
     rows[name]["overrides"] = parse_entry(name)[2]
     rows[name]["fraction_of_matmul"] = rows[name]["flops_per_s"] / peak
     rows[name]["fraction_of_bf16_matmul"] = rows[name]["flops_per_s"] / peak_bf16
-  result = {"devices": [str(d) for d in jax.devices()], "matmul_flops_per_s": peak,
+  result = {"settings": run_settings(), "devices": [str(d) for d in jax.devices()], "matmul_flops_per_s": peak,
             "bf16_matmul_flops_per_s": peak_bf16, "configs": rows,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)
+  print("settings: " + ", ".join(f"{k} {v!r}" for k, v in result["settings"].items()))
   print(f"fp32 matmul (2048^3, XLA, {jax.device_count()} device(s) {jax.devices()[0].platform}): "
         f"{peak / 1e9:.1f} GFLOP/s; bf16 matmul (fp32 accumulation): {peak_bf16 / 1e9:.1f} GFLOP/s")
   print("| config | batch | images/s | tokens/s | GFLOP/step | achieved GFLOP/s | fraction of fp32 matmul | "
