@@ -30,7 +30,7 @@ DEFAULT_ENTRIES = (
     "glow@train.num_steps=1000@eval.num_examples=500",
     "realnvp@train.num_steps=300@eval.num_examples=500",
     "vae@train.num_steps=1000@eval.num_examples=500",
-    "ddpm@train.num_steps=300@eval.num_examples=20@eval.batch_size=20",
+    "ddpm@train.num_steps=200@eval.num_examples=20@eval.batch_size=20",
     "igpt@train.num_steps=150@eval.num_examples=200",
     "gan@train.num_steps=600@eval.num_examples=20@eval.batch_size=20@eval.ais_steps=100@eval.ais_chains=2",
 )
