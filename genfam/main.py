@@ -89,10 +89,18 @@ def _wait_for_coordinator(address: str, timeout: float) -> None:
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+  config = _CONFIG.value
+  from genfam.loop import sharding
+  cpu_devices = sharding.set_cpu_devices(config.train.cpu_devices,
+                                         config.data.batch_size // max(_NUM_PROCESSES.value or 1, 1))
   join_processes()
   import jax
   from genfam.loop import train
-  config = _CONFIG.value
+  if jax.default_backend() == "cpu" and jax.local_device_count() > 1:
+    how = (f"train.cpu_devices={config.train.cpu_devices}" if cpu_devices is not None
+           else "XLA_FLAGS' --xla_force_host_platform_device_count")
+    print(f"CPU: {jax.local_device_count()} data-parallel devices ({how}; "
+          f"{sharding.usable_cores()} usable cores)", flush=True)
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

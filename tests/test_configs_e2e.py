@@ -137,8 +137,16 @@ def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
   a, meta_a = _restore(config, str(tmp_path / "full"))
   b, meta_b = _restore(config, str(tmp_path / "split"))
   assert meta_a["step"] == meta_b["step"] == total
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  assert _train_rows(str(tmp_path / "full")) == _train_rows(str(tmp_path / "split"))
+  rows_a, rows_b = _train_rows(str(tmp_path / "full")), _train_rows(str(tmp_path / "split"))
+  if jax.default_backend() == "cpu":
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert rows_a == rows_b
+  else:  # GPU kernels are autotuned per compilation and may sum in another order: on an H200
+    # (jax 0.11.2) the resumed parameters differed from the uninterrupted ones by up to 5e-5 relative
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7), a, b)
+    assert len(rows_a) == len(rows_b)
+    for ra, rb in zip(rows_a, rows_b):
+      assert ra == pytest.approx(rb, rel=1e-3, abs=1e-6)
 
   # --mode=eval and --mode=sample on the trained workdir: the same final numbers, a new PNG
   evaluated = train.evaluate_workdir(config, str(tmp_path / "full"))

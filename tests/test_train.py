@@ -349,7 +349,7 @@ def test_cli_missing_dataset_says_how_to_get_it(tmp_path):
 
 def test_batch_not_divisible_by_devices(tmp_path):
   out = _cli(["--config=configs/independent.py:smoke", "--config.data.batch_size=12", f"--workdir={tmp_path}"],
-             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"})
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1] == (
       "error: batch size 12 does not divide by the 8 devices: set --config.data.batch_size to a multiple of 8")

@@ -17,6 +17,7 @@ batch: each (global) batch of eval.batch_size test examples is a gallery (the
 last one smaller: its padding rows are masked out), so their chance level is
 about k / gallery size, computed per example and reported beside them.
 """
+import collections
 import math
 import time
 
@@ -34,6 +35,41 @@ def mean_and_stderr(values) -> tuple[float, float]:
   return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
+def batch_results(fn, params, batches, rng, mesh, *, num_draws: int):
+  """Yields (mask [B] bool, [num_draws x {name: [B] numpy}]) for each test batch i, in order:
+  fn(params, batch, key) with key = fold_in(fold_in(rng, i), d) for draw d.
+
+  Several devices of one process on a CPU (train.cpu_devices): batch i runs whole on device
+  i mod n while the other devices run the next batches (JAX dispatches asynchronously), so
+  every value equals the one-device value, and a family whose function XLA cannot split by
+  rows (DDPM's bound vmaps its U-Net over timesteps, and the vmapped convolution merges the
+  timestep axis before the sharded batch axis, so GSPMD gathers the batch onto every device)
+  still uses every core. Elsewhere (one device, GPU / TPU, several processes) the batch is
+  sharded over the mesh's `data` axis."""
+  jitted = jax.jit(fn)
+  devices = jax.local_devices()
+  key = lambda i, d: jax.random.fold_in(jax.random.fold_in(rng, i), d)
+  if jax.process_count() > 1 or len(devices) == 1 or jax.default_backend() != "cpu":
+    for i, (batch, mask) in enumerate(batches):
+      batch = sharding.shard_batch(batch, mesh)
+      mask = sharding.global_rows(mask, mesh)  # every process's rows, as the gathered values are
+      yield mask, [{k: sharding.to_host(v) for k, v in jitted(params, batch, key(i, d)).items()}
+                   for d in range(num_draws)]
+    return
+  placed = [jax.device_put(params, device) for device in devices]
+  in_flight = collections.deque()
+  for i, (batch, mask) in enumerate(batches):
+    n = i % len(devices)
+    batch = jax.device_put(batch, devices[n])
+    in_flight.append((np.asarray(mask), [jitted(placed[n], batch, jax.device_put(key(i, d), devices[n]))
+                                         for d in range(num_draws)]))
+    if len(in_flight) == len(devices):
+      mask, draws = in_flight.popleft()
+      yield mask, [{k: np.asarray(v) for k, v in draw.items()} for draw in draws]
+  for mask, draws in in_flight:
+    yield mask, [{k: np.asarray(v) for k, v in draw.items()} for draw in draws]
+
+
 def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int, batch_size: int,
                       num_examples: int = 0, num_draws: int = 1, conditional_on: str = "") -> dict:
   """Mean per-example bits/dim of `fn` over the test split, with its parts.
@@ -44,15 +80,9 @@ def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int
   None for -log p(x), else what the likelihood is conditioned on ('label', 'caption').
   """
   start = time.time()
-  jitted = jax.jit(fn)
   sums, count, per_example_total = {}, 0, []
-  for i, (batch, mask) in enumerate(pipeline.eval_batches(source, batch_size, num_examples)):
-    batch = sharding.shard_batch(batch, mesh)
-    mask = sharding.global_rows(mask, mesh)  # every process's rows, as the gathered values are
-    draws = []
-    for d in range(num_draws):
-      parts = jitted(params, batch, jax.random.fold_in(jax.random.fold_in(rng, i), d))
-      draws.append({k: sharding.to_host(v) for k, v in parts.items()})
+  batches = pipeline.eval_batches(source, batch_size, num_examples)
+  for mask, draws in batch_results(fn, params, batches, rng, mesh, num_draws=num_draws):
     mean = {k: np.mean([dr[k] for dr in draws], axis=0)[mask] for k in draws[0]}
     for k, v in mean.items():
       sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
@@ -77,15 +107,9 @@ def metrics_report(fn, params, source, rng, mesh, *, headline: str, batch_size: 
   first; a '<name>_chance' metric (a chance level) gets no standard error.
   """
   start = time.time()
-  jitted = jax.jit(fn)
   values, count = {}, 0
-  for i, (batch, mask) in enumerate(pipeline.eval_batches(source, batch_size, num_examples)):
-    batch = sharding.shard_batch(dict(batch, mask=mask), mesh)
-    mask = sharding.global_rows(mask, mesh)
-    draws = []
-    for d in range(num_draws):
-      out = jitted(params, batch, jax.random.fold_in(jax.random.fold_in(rng, i), d))
-      draws.append({k: sharding.to_host(v) for k, v in out.items()})
+  batches = ((dict(batch, mask=mask), mask) for batch, mask in pipeline.eval_batches(source, batch_size, num_examples))
+  for mask, draws in batch_results(fn, params, batches, rng, mesh, num_draws=num_draws):
     for k in draws[0]:
       values.setdefault(k, []).append(np.mean([dr[k] for dr in draws], axis=0)[mask].astype(np.float64))
     count += int(mask.sum())

@@ -5,9 +5,47 @@ replicated (what `pmap` did, written as `jax.jit` with shardings). Works on one
 CPU, 8 fake CPU devices, a GPU or a TPU slice; across processes each process
 supplies its own rows of the global batch.
 """
+import os
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from genfam.errors import GenfamError
+
+
+def usable_cores() -> int:
+  """CPU cores this process may run on (its affinity mask: `taskset` counts)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_device_count(requested: int, batch_size: int, cores: int) -> int:
+  """Data-parallel devices to split the CPU into: `requested` if > 0, else (0) one per
+  usable core, lowered to the largest count that divides this process's batch."""
+  if requested < 0:
+    raise GenfamError(f"train.cpu_devices={requested} is negative: use 0 (one per usable core) or a count >= 1")
+  if requested:
+    return requested
+  return max(d for d in range(1, max(cores, 1) + 1) if batch_size % d == 0)
+
+
+def set_cpu_devices(requested: int, batch_size: int) -> int | None:
+  """Splits the CPU backend into cpu_device_count(...) devices: XLA:CPU runs each operation of
+  these models' sizes on about one thread, so one device per core is what uses every core
+  (DESIGN.md, "Scale"). Must run before JAX starts a backend; GPU and TPU backends are
+  untouched. Returns the count, or None where XLA_FLAGS' --xla_force_host_platform_device_count
+  already decides (the user's setting wins)."""
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  count = cpu_device_count(requested, batch_size, usable_cores())
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError as e:  # a backend already runs (JAX was used earlier in this process)
+    if len(jax.devices("cpu")) != count:
+      raise GenfamError(f"train.cpu_devices asks for {count} CPU devices but JAX already started with "
+                        f"{len(jax.devices('cpu'))} in this process ({str(e).splitlines()[0][:80]}): set it before "
+                        f"any JAX computation, as genfam.main does") from None
+  return count
 
 
 def data_mesh() -> jax.sharding.Mesh:

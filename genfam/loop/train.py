@@ -276,6 +276,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
   summary["train_seconds"] = train_seconds
   summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   summary["processes"] = jax.process_count()
+  summary["devices"] = jax.device_count()
   if is_primary():
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(summary, f, indent=2)
