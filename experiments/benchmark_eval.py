@@ -42,7 +42,8 @@ def evaluate_speed(workdir: str, dtype: str, num_examples: int, batch_size: int 
   run = train.Run(config, workdir)
   state, _, _ = run.restore_or_fail()
   key = jax.random.fold_in(run.eval_key, train.FINAL_EVAL)
-  run.evaluate(state, config.eval.batch_size, extras=True, key=key)          # compiles every bound
+  # compiles every bound, on every device (a CPU split into devices runs batch i on device i mod n)
+  run.evaluate(state, config.eval.batch_size * jax.local_device_count(), extras=True, key=key)
   out = {}
   for kind, report in run.evaluate(state, num_examples, extras=True, key=key).items():
     if "bpd" not in report:

@@ -91,6 +91,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   config = _CONFIG.value
   from genfam.loop import sharding
+  xla_flags = sharding.add_xla_cpu_flags(config.train.xla_cpu_flags)
   cpu_devices = sharding.set_cpu_devices(config.train.cpu_devices,
                                          config.data.batch_size // max(_NUM_PROCESSES.value or 1, 1))
   join_processes()
@@ -101,6 +102,8 @@ def main(argv):
            else "XLA_FLAGS' --xla_force_host_platform_device_count")
     print(f"CPU: {jax.local_device_count()} data-parallel devices ({how}; "
           f"{sharding.usable_cores()} usable cores)", flush=True)
+  if jax.default_backend() == "cpu" and xla_flags:
+    print(f"XLA:CPU flags: {xla_flags} (train.xla_cpu_flags)", flush=True)
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

@@ -16,7 +16,8 @@ from tests.conftest import REPO
 @pytest.mark.parametrize("requested, batch, cores, expected", [
     (1, 64, 2, 1), (3, 64, 2, 3),          # an explicit count is taken as it is
     (0, 64, 2, 2), (0, 64, 1, 1),          # 0: one per usable core
-    (0, 64, 3, 2), (0, 12, 8, 6), (0, 7, 2, 1),  # ... lowered to divide the batch
+    (0, 64, 3, 2), (0, 48, 8, 6), (0, 7, 2, 1),  # ... lowered to divide the batch
+    (0, 64, 64, 8), (0, 12, 8, 1), (0, 16, 2, 2),  # ... into parts of at least 8 rows
 ])
 def test_device_count(requested, batch, cores, expected):
   assert cpu_device_count(requested, batch, cores) == expected
@@ -41,12 +42,22 @@ def _main(workdir, *overrides):
     return proc.stdout, json.load(f)
 
 
+YNN = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+
+
 def test_main_trains_on_two_cpu_devices_and_resumes_on_one(tmp_path):
-  out, results = _main(tmp_path, "--config.train.num_steps=2", "--config.train.cpu_devices=2")
+  """Also train.xla_cpu_flags: a flag this jaxlib knows is set; an unknown one (XLA would abort
+  the process) is left out with a one-line warning, and the run goes on."""
+  out, results = _main(tmp_path, "--config.train.num_steps=2", "--config.train.cpu_devices=2",
+                       f"--config.train.xla_cpu_flags={YNN}")
   assert "CPU: 2 data-parallel devices (train.cpu_devices=2" in out
+  assert f"XLA:CPU flags: {YNN} (train.xla_cpu_flags)" in out
   assert results["devices"] == 2 and results["step"] == 2
-  out, results = _main(tmp_path, "--config.train.num_steps=4", "--config.train.cpu_devices=1")
+  out, results = _main(tmp_path, "--config.train.num_steps=4", "--config.train.cpu_devices=1",
+                       "--config.train.xla_cpu_flags=--xla_cpu_no_such_flag=1")
   assert "resumed from step 2" in out and "data-parallel devices" not in out
+  assert ("warning: train.xla_cpu_flags='--xla_cpu_no_such_flag=1' left out: this jaxlib does not start "
+          "with them") in out and "XLA:CPU flags" not in out
   assert results["devices"] == 1 and results["step"] == 4
 
 

@@ -238,12 +238,13 @@ def in_memory(source, max_bytes: int = 2 << 30):
   return source
 
 
-def per_process_batch_size(global_batch_size: int) -> int:
-  """The share of the global batch one process reads; checks divisibility by devices."""
-  devices = jax.device_count()
+def per_process_batch_size(global_batch_size: int, key: str = "data.batch_size", devices: int = 0) -> int:
+  """The share of the global batch one process reads; checks divisibility by `devices`
+  (default: all of them; the config key `key` is named in the error)."""
+  devices = devices or jax.device_count()
   if global_batch_size % devices:
     raise GenfamError(f"batch size {global_batch_size} does not divide by the {devices} devices: set "
-                      f"--config.data.batch_size to a multiple of {devices}")
+                      f"--config.{key} to a multiple of {devices}")
   return global_batch_size // jax.process_count()
 
 
@@ -305,7 +306,8 @@ def eval_batches(source, batch_size: int, num_examples: int = 0,
   process yields the same number of batches (one jit, matching collectives).
   """
   total = len(source) if num_examples <= 0 else min(num_examples, len(source))
-  local = per_process_batch_size(batch_size)
+  # rows per process; a batch that runs whole on one device (evaluate.batch_results) need not divide by devices
+  local = per_process_batch_size(batch_size, "eval.batch_size", devices=jax.process_count())
   spec = source.spec if isinstance(source, CaptionedSource) else None
 
   def record(i):

@@ -51,6 +51,8 @@ def batch_results(fn, params, batches, rng, mesh, *, num_draws: int):
   key = lambda i, d: jax.random.fold_in(jax.random.fold_in(rng, i), d)
   if jax.process_count() > 1 or len(devices) == 1 or jax.default_backend() != "cpu":
     for i, (batch, mask) in enumerate(batches):
+      if i == 0:  # sharded by rows: every device gets an equal share
+        pipeline.per_process_batch_size(len(mask) * jax.process_count(), "eval.batch_size")
       batch = sharding.shard_batch(batch, mesh)
       mask = sharding.global_rows(mask, mesh)  # every process's rows, as the gathered values are
       yield mask, [{k: sharding.to_host(v) for k, v in jitted(params, batch, key(i, d)).items()}

@@ -33,7 +33,7 @@ OBSERVING_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "tra
                   "train.checkpoint_every", "train.keep_checkpoints", "train.sample_every", "train.progress",
                   "train.max_train_seconds", "train.max_consecutive_nonfinite", "eval.", "sample.",
                   "data.data_dir", "data.allow_download",
-                  "train.cpu_devices")  # the same steps on another device split: equal up to float summation order
+                  "train.cpu_devices", "train.xla_cpu_flags")  # the same steps on another device split: equal up to float summation order
 
 
 class Preempted(Exception):

@@ -31,9 +31,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.max_train_seconds = 0.0  # stop once the run (all sessions) has trained this long (periodic evals and
                                    # sample grids not counted: cadence.TrainingClock); 0 = no limit
   c.train.progress = True         # a progress bar on stderr
-  c.train.cpu_devices = 1         # CPU backend only: data-parallel devices per process (0: one per usable core,
-                                  # lowered to divide the batch); set by genfam.main before JAX starts
-                                  # (genfam/loop/sharding.py); GPU and TPU backends are untouched
+  c.train.cpu_devices = 0         # CPU backend only: data-parallel devices per process (0: one per usable core,
+                                  # lowered to divide the batch into parts of >= 8 rows); set by genfam.main
+                                  # before JAX starts (genfam/loop/sharding.py); GPU and TPU are untouched
+  c.train.xla_cpu_flags = ""      # XLA:CPU flags genfam.main puts before XLA_FLAGS (yours win) before JAX starts;
+                                  # ones this jaxlib does not know are left out with a warning
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3
