@@ -5,7 +5,7 @@ Run:
   python -m genfam.main --config=configs/ddpm.py --mode=sample --workdir=runs/ddpm
   python -m genfam.main --config=configs/ddpm.py:smoke --workdir=/tmp/ddpm-smoke   # tiny, on digits
   # on a CPU, 1.19x faster training and 1.5x faster evaluation through XLA's Eigen convolutions instead of
-  # YNNPACK, but not bitwise reproducible (README, "Weight gradients and YNNPACK"):
+  # YNNPACK, but its values depend on the device split (README, "Weight gradients and YNNPACK"):
   python -m genfam.main --config=configs/ddpm.py \
       --config.train.xla_cpu_flags=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 Caption-conditional (the ':caption' variant; needs a configs/clip.py workdir on the same dataset):
