@@ -131,7 +131,7 @@ def run_settings() -> dict:
                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     commit = ""
-  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": len(os.sched_getaffinity(0)),
+  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": sharding.usable_cores(),
           "devices": f"{jax.device_count()} x {jax.devices()[0].platform}", "jax": jax.__version__,
           "commit": commit or "unknown"}
 

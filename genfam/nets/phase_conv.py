@@ -58,6 +58,14 @@ def _axis_phases(length: int, taps: int, s: int, lo: int, hi: int):
   return size, phases
 
 
+def interleave_phases(grid):
+  """grid[p][q]: [B, M1, M2, C], the output phase (p, q) of s1 x s2 phases ->
+  [B, M1 s1, M2 s2, C] with y[:, s1 i + p, s2 j + q] = grid[p][q][:, i, j]."""
+  batch, m1, m2, c = grid[0][0].shape
+  rows = [jnp.stack(cols, axis=3) for cols in grid]                                # each [B, M1, M2, s2, C]
+  return jnp.stack(rows, axis=2).reshape(batch, m1 * len(grid), m2 * len(grid[0]), c)  # [B, M1, s1, M2, s2, C]
+
+
 def input_dilated_conv(v, kernel, lhs_dilation, padding, accumulate=jnp.float32):
   """lax.conv_general_dilated(v [B, L1, L2, Cin], kernel [K1, K2, Cin, Cout], (1, 1),
   padding ((lo1, hi1), (lo2, hi2)), lhs_dilation) -> [B, N1, N2, Cout], phase by phase
@@ -81,9 +89,8 @@ def input_dilated_conv(v, kernel, lhs_dilation, padding, accumulate=jnp.float32)
       out = lax.conv_general_dilated(vq, kernel[u0::s1, w0::s2], (1, 1), "VALID", dimension_numbers=DIMS,
                                      preferred_element_type=accumulate)             # [B, o1, o2, Cout]
       cols.append(jnp.pad(out, ((0, 0), (0, m1 - o1), (0, m2 - o2), (0, 0))))
-    rows.append(jnp.stack(cols, axis=3))             # [B, m1, m2, s2, Cout]
-  y = jnp.stack(rows, axis=2).reshape(batch, m1 * s1, m2 * s2, cout)             # [B, m1, s1, m2, s2, C] -> interleaved
-  return y[:, :n1, :n2]
+    rows.append(cols)
+  return interleave_phases(rows)[:, :n1, :n2]
 
 
 def transpose_pads(kernel_size, strides, padding):
@@ -153,8 +160,8 @@ def upsampled_conv(x, kernel, factor: int, padding, accumulate=jnp.float32):
   up): for 3x3 and r = 2, four 2x2 convolutions at low resolution instead of one 3x3 at
   high resolution, 16 / 36 of the products.
   """
-  batch, h, w, _ = x.shape
-  kh, kw, _, cout = kernel.shape
+  _, h, w, _ = x.shape
+  kh, kw, _, _ = kernel.shape
   pads = lax.padtype_to_pads((factor * h, factor * w), (kh, kw), (1, 1), padding) if isinstance(padding, str) \
       else padding
   if any(lo + hi != k - 1 for (lo, hi), k in zip(pads, (kh, kw))):
@@ -171,5 +178,5 @@ def upsampled_conv(x, kernel, factor: int, padding, accumulate=jnp.float32):
       xq = lax.pad(x, zero, ((0, 0, 0), (-d1, t1 - 1 + d1, 0), (-d2, t2 - 1 + d2, 0), (0, 0, 0)))
       cols.append(lax.conv_general_dilated(xq, k_pq, (1, 1), "VALID", dimension_numbers=DIMS,
                                            preferred_element_type=accumulate))           # [B, H, W, Cout]
-    rows.append(jnp.stack(cols, axis=3))                                               # [B, H, W, r, Cout]
-  return jnp.stack(rows, axis=2).reshape(batch, factor * h, factor * w, cout)          # [B, H, r, W, r, C]
+    rows.append(cols)
+  return interleave_phases(rows)                                                       # [B, r H, r W, Cout]
