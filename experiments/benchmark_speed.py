@@ -6,7 +6,10 @@
 For each config it builds the run exactly as the loop does (`genfam.loop.train.Run`),
 jits the loop's own guarded update step, and times `--steps` steps after two
 warm-up (compiling) steps. The model's FLOPs per step come from XLA's cost
-analysis of the compiled step; achieved FLOP/s = FLOPs/step * steps/s;
+analysis of the compiled step (every operation, elementwise ones included); achieved
+FLOP/s = FLOPs/step * steps/s. Beside them, matmul + convolution FLOPs per step as
+PyTorch's FlopCounterMode counts them (`experiments/flop_count.py`), the scale on which
+`experiments/peer_speed.py` reports the PyTorch peers;
 tokens/s = images/s * D (pixels per image: the image-GPT's sequence positions). In the
 same process it times an fp32 and a bf16 matmul (N x N @ N x N, 2 N^3 FLOPs;
 bf16 with fp32 accumulation, which reaches the AMX units) to give the machine's
@@ -26,6 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from experiments import flop_count
 from genfam.loop import sharding, train
 from genfam.settings import config_files
 
@@ -66,6 +70,11 @@ class CompiledStep:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan"))) * self.run_.mesh.size
 
+  def matmul_conv_flops(self) -> int:
+    """Matmul + convolution FLOPs of one step (the whole batch), PyTorch's FlopCounterMode
+    convention (`experiments/flop_count.py`): the count to put beside a PyTorch peer's."""
+    return flop_count.matmul_conv_flops(self.step_fn, self.state, self.batch, self.run_.train_key)
+
   def run(self, state, steps: int, first: int = 0):
     """`steps` updates from `state` (step keys fold_in(train_key, first + i)), finished."""
     for i in range(steps):
@@ -84,6 +93,7 @@ def train_step_speed(config, steps: int) -> dict:
   with tempfile.TemporaryDirectory() as workdir:
     step = CompiledStep(config, workdir)
     flops = step.flops()
+    matmul_conv = step.matmul_conv_flops()
     state = step.warm_up(2)
     start = time.perf_counter()
     step.run(state, steps, first=2)
@@ -92,7 +102,8 @@ def train_step_speed(config, steps: int) -> dict:
   batch = config.data.batch_size
   return {"batch_size": batch, "seconds_per_step": seconds, "images_per_s": batch / seconds,
           "tokens_per_s": batch * num_dims / seconds,
-          "flops_per_step": flops, "flops_per_s": flops / seconds}
+          "flops_per_step": flops, "flops_per_s": flops / seconds,
+          "matmul_conv_flops_per_step": matmul_conv, "matmul_conv_flops_per_s": matmul_conv / seconds}
 
 
 def parse_entry(entry: str):
@@ -160,12 +171,13 @@ def main():
   print(f"fp32 matmul (2048^3, XLA, {jax.device_count()} device(s) {jax.devices()[0].platform}): "
         f"{peak / 1e9:.1f} GFLOP/s; bf16 matmul (fp32 accumulation): {peak_bf16 / 1e9:.1f} GFLOP/s")
   print("| config | batch | images/s | tokens/s | GFLOP/step | achieved GFLOP/s | fraction of fp32 matmul | "
-        "fraction of bf16 matmul |")
-  print("|---|---|---|---|---|---|---|---|")
+        "fraction of bf16 matmul | matmul+conv GFLOP/step | matmul+conv GFLOP/s |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for name, r in rows.items():
     print(f"| {name} | {r['batch_size']} | {r['images_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
           f"{r['flops_per_step'] / 1e9:.2f} | "
-          f"{r['flops_per_s'] / 1e9:.1f} | {r['fraction_of_matmul']:.1%} | {r['fraction_of_bf16_matmul']:.1%} |")
+          f"{r['flops_per_s'] / 1e9:.1f} | {r['fraction_of_matmul']:.1%} | {r['fraction_of_bf16_matmul']:.1%} | "
+          f"{r['matmul_conv_flops_per_step'] / 1e9:.2f} | {r['matmul_conv_flops_per_s'] / 1e9:.1f} |")
 
 
 if __name__ == "__main__":

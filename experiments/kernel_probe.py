@@ -3,6 +3,7 @@
   python -m experiments.kernel_probe                         # the default shapes
   python -m experiments.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
   python -m experiments.kernel_probe --phases          # lax's dilated-input forms vs nets.phase_conv's
+  python -m experiments.kernel_probe --pointwise --batch=32   # 1x1 convolutions: lax vs one matmul
 
 For each shape it times, forward and backward (value_and_grad of a sum, so
 the two gradient convolutions are included; 3x the forward FLOPs):
@@ -20,7 +21,9 @@ networks' layers whose lax form convolves a zero-dilated input, against
 `genfam.nets.phase_conv` (the form the networks use on the CPU): the GAN generator's
 4x4 stride-2 transposed convolutions (lax.conv_transpose vs phases) and the 4x4 / 3x3
 stride-2 convolutions of its discriminator, the U-Net and the VAE (JAX's input gradient
-vs the phase one), at the default configs' shapes.
+vs the phase one), at the default configs' shapes. With --pointwise it times Glow's 1x1
+convolutions as lax convolutions against `genfam.nets.matmul_conv.pointwise_conv` (one
+matmul, the form `Conv` uses on the CPU).
 """
 import argparse
 import json
@@ -87,10 +90,23 @@ PHASE_LAYERS = (("gan generator 7->14", 7, 64, 4, 64, True), ("gan generator 14-
                 ("unet / vae downsample 28->14", 28, 32, 3, 32, False), ("unet downsample 14->7", 14, 64, 3, 64, False))
 
 
-def probe_phases(batch: int, reps: int) -> list[dict]:
-  """Forward + backward ms of each PHASE_LAYERS layer, lax's form vs the phase form (float32)."""
-  dims = ("NHWC", "HWIO", "NHWC")
+def time_pairs(layers, reps: int) -> list[dict]:
+  """Forward + backward ms (sum of sin of the output, both gradients) of each layer's two
+  forms: layers = [(name, shape text, x, w, lax form, other form)] -> rows."""
   rows = []
+  for name, shape, x, w, lax_form, other in layers:
+    row = {"layer": name, "shape": shape}
+    for label, f in (("lax_ms", lax_form), ("other_ms", other)):
+      fb = jax.jit(jax.value_and_grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1)))
+      row[label] = 1e3 * best_seconds(fb, x, w, reps=reps)
+    rows.append(row)
+  return rows
+
+
+def probe_phases(batch: int, reps: int) -> list[dict]:
+  """Each PHASE_LAYERS layer, lax's form vs the phase form (float32)."""
+  dims = ("NHWC", "HWIO", "NHWC")
+  layers = []
   for name, size, cin, taps, cout, transposed in PHASE_LAYERS:
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     x = jax.random.normal(keys[0], (batch, size, size, cin), jnp.float32)
@@ -101,12 +117,25 @@ def probe_phases(batch: int, reps: int) -> list[dict]:
     else:
       lax_form = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dims)
       phases = lambda x, w: phase_conv.strided_conv(x, w, (2, 2), "SAME")
-    row = {"layer": name, "shape": f"{batch}x{size}x{size}x{cin} -> {cout}, {taps}x{taps} stride 2"}
-    for label, f in (("lax_ms", lax_form), ("phases_ms", phases)):
-      fb = jax.jit(jax.value_and_grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1)))
-      row[label] = 1e3 * best_seconds(fb, x, w, reps=reps)
-    rows.append(row)
-  return rows
+    layers.append((name, f"{batch}x{size}x{size}x{cin} -> {cout}, {taps}x{taps} stride 2", x, w, lax_form, phases))
+  return time_pairs(layers, reps)
+
+
+# (name, H, channels) of the 1x1 convolutions in Glow's coupling networks (default width 64; 128)
+POINTWISE_LAYERS = (("glow coupling 14x14, width 64", 14, 64), ("glow coupling 7x7, width 64", 7, 64),
+                    ("glow coupling 14x14, width 128", 14, 128), ("glow coupling 7x7, width 128", 7, 128))
+
+
+def probe_pointwise(batch: int, reps: int) -> list[dict]:
+  """Each POINTWISE_LAYERS 1x1 convolution, lax's convolution vs `matmul_conv.pointwise_conv` (float32)."""
+  layers = []
+  for name, size, c in POINTWISE_LAYERS:
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    x = jax.nn.relu(jax.random.normal(keys[0], (batch, size, size, c), jnp.float32))
+    w = jax.random.normal(keys[1], (1, 1, c, c), jnp.float32) * 0.05
+    layers.append((name, f"{batch}x{size}x{size}x{c} -> {c}, 1x1", x, w,
+                   lambda x, w: conv_xla(x, w, jnp.float32), matmul_conv.pointwise_conv))
+  return time_pairs(layers, reps)
 
 
 def main():
@@ -118,13 +147,15 @@ def main():
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--out", default="")
   parser.add_argument("--phases", action="store_true", help="time the dilated-input layers, lax vs phases")
+  parser.add_argument("--pointwise", action="store_true", help="time Glow's 1x1 convolutions, lax vs a matmul")
   args = parser.parse_args()
-  if args.phases:
-    rows = probe_phases(args.batch, args.reps)
+  if args.phases or args.pointwise:
+    rows = probe_phases(args.batch, args.reps) if args.phases else probe_pointwise(args.batch, args.reps)
+    other = "phases" if args.phases else "matmul"
     print(f"{jax.devices()[0].platform}; forward + backward, float32, best of {args.reps}")
-    print("| layer | shape | lax ms | phases ms | speed-up |\n|---|---|---:|---:|---:|")
+    print(f"| layer | shape | lax ms | {other} ms | speed-up |\n|---|---|---:|---:|---:|")
     for r in rows:
-      print(f"| {r['layer']} | {r['shape']} | {r['lax_ms']:.1f} | {r['phases_ms']:.1f} | {r['lax_ms'] / r['phases_ms']:.2f}x |")
+      print(f"| {r['layer']} | {r['shape']} | {r['lax_ms']:.1f} | {r['other_ms']:.1f} | {r['lax_ms'] / r['other_ms']:.2f}x |")
     if args.out:
       with open(args.out, "w") as f:
         json.dump({"device": jax.devices()[0].platform, "rows": rows}, f, indent=2)

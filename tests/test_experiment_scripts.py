@@ -1,6 +1,8 @@
-"""experiments.mixed_precision and experiments.kernel_probe --phases run end to end on tiny settings."""
+"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise run end to end on tiny settings."""
 import json
 import subprocess
+
+import pytest
 
 from experiments import kernel_probe, mixed_precision
 
@@ -21,10 +23,11 @@ def test_mixed_precision_trains_both_dtypes_once_and_tabulates(tmp_path, monkeyp
   assert mixed_precision.run_entry(str(tmp_path), entry) == row      # finished runs are only read
 
 
-def test_phase_probe_times_every_layer_both_ways():
-  rows = kernel_probe.probe_phases(batch=2, reps=1)
-  assert [r["layer"] for r in rows] == [layer[0] for layer in kernel_probe.PHASE_LAYERS]
-  assert all(r["lax_ms"] > 0 and r["phases_ms"] > 0 for r in rows)
+@pytest.mark.parametrize("probe,layers", [("probe_phases", "PHASE_LAYERS"), ("probe_pointwise", "POINTWISE_LAYERS")])
+def test_layer_probes_time_every_layer_both_ways(probe, layers):
+  rows = getattr(kernel_probe, probe)(batch=2, reps=1)
+  assert [r["layer"] for r in rows] == [layer[0] for layer in getattr(kernel_probe, layers)]
+  assert all(r["lax_ms"] > 0 and r["other_ms"] > 0 for r in rows)
 
 
 def test_the_readme_ynnpack_flag_is_known_to_this_jaxlib_and_keeps_the_gradient():

@@ -10,7 +10,7 @@ from genfam.errors import GenfamError
 from genfam.nets.matmul_conv import Conv
 
 CASES = [((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "SAME"), ((4, 4), (2, 2), "SAME"), ((1, 1), (1, 1), "SAME"),
-         ((3, 3), (1, 1), "VALID"), ((3, 3), (2, 2), "VALID")]
+         ((1, 1), (1, 1), "VALID"), ((3, 3), (1, 1), "VALID"), ((3, 3), (2, 2), "VALID")]
 
 
 @pytest.fixture(autouse=True)

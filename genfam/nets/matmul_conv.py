@@ -7,7 +7,8 @@ with two more attributes:
 - dtype: the product's input dtype (float32 or bfloat16); parameters stay float32,
   products accumulate and return in float32 (float64 stays float64);
 - impl: 'xla' (lax.conv_general_dilated, the default; a strided one takes its input
-  gradient by phases on the CPU, `nets.phase_conv.strided_conv`) or 'matmul' (im2col: the kh*kw
+  gradient by phases on the CPU, `nets.phase_conv.strided_conv`, and a 1x1 stride-1 one
+  is a matmul there, `pointwise_conv`) or 'matmul' (im2col: the kh*kw
   shifted, strided views of the padded input concatenated on channels,
   [B*Ho*Wo, kh*kw*Cin] @ [kh*kw*Cin, Cout]).
 Both compute out[b, i, j, o] = sum_{u, v, c} xpad[b, s*i + u, s*j + v, c] k[u, v, c, o] + bias[o]
@@ -49,6 +50,14 @@ def conv_as_matmul(x, kernel, strides: Sequence[int], padding, accumulate=jnp.fl
   out = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout),
                 preferred_element_type=accumulate)
   return out.reshape(x.shape[0], ho, wo, cout)
+
+
+def pointwise_conv(x, kernel, accumulate=jnp.float32):
+  """A 1x1 stride-1 convolution as the matmul it is: x [B, H, W, Cin] @ kernel[0, 0] [Cin, Cout]
+  -> [B, H, W, Cout]. On the CPU its weight gradient is then one GEMM over (B, H, W) with a
+  transposed operand, where XLA's convolution path first copies the activations into a
+  [Cin, H, W, B] layout (`python -m experiments.kernel_probe --pointwise`)."""
+  return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=accumulate)
 
 
 class ConvAttributes(nn.Module):
@@ -96,6 +105,8 @@ class Conv(ConvAttributes):
   def _product(self, xc, kc, strides, accumulate):
     if self.impl == "matmul":
       return conv_as_matmul(xc, kc, strides, self.padding, accumulate)
+    if kc.shape[:2] == (1, 1) and strides == (1, 1) and self.padding in ("SAME", "VALID") and phase_conv.phases_pay():
+      return pointwise_conv(xc, kc, accumulate)
     if strides != (1, 1) and phase_conv.phases_pay():      # input gradient by phases on the CPU
       return phase_conv.strided_conv(xc, kc, strides, self.padding, accumulate)
     return lax.conv_general_dilated(xc, kc, strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),

@@ -1,0 +1,155 @@
+"""Training speed of the PyTorch peers named in the throughput issue, on this machine.
+
+Not part of genfam: it runs in its own virtual environment with PyTorch, which genfam
+never imports (no test collects this file):
+
+  python3 -m venv ../peers-venv
+  ../peers-venv/bin/pip install torch==2.14.1 denoising-diffusion-pytorch==2.3.4 scipy
+  git clone https://github.com/rosinality/glow-pytorch ../glow-pytorch   # 97081ff
+  ../peers-venv/bin/python experiments/peer_speed.py --glow_repo=../glow-pytorch \
+      --peers=glow,glow@width=128@batch=64,ddpm --out=experiments/results/throughput/peers.json
+
+Peers, each timed as its own training loop steps (forward, loss, backward, Adam):
+  glow  rosinality/glow-pytorch's `Glow(1, n_flow, n_block, affine=True, conv_lu=True)`,
+        its coupling network's width (`AffineCoupling`'s filter_size, 512 in that code)
+        set to `width`. With n_flow=8, n_block=2, width=64 on 28x28x1 this is the same
+        network as configs/glow.py (squeeze, K x (actnorm, LU 1x1 conv, affine coupling
+        conv3x3-relu-conv1x1-relu-zero-conv3x3 with scale sigmoid(h + 2)), split with a
+        learned conditional prior, learned top prior), so images/s compare directly.
+        Loss: bits/dim of x - 0.5 + U(0, 1/256) noise, as that repository's train.py.
+  ddpm  lucidrains' denoising-diffusion-pytorch `Unet(dim, dim_mults, channels=1)` inside
+        `GaussianDiffusion(image_size=28, objective='pred_noise', beta_schedule='linear')`.
+        Its U-Net is not genfam's (two residual blocks and linear attention per level),
+        so compare FLOP/s, counted the same way on both sides (below).
+`--clip_ema` adds what genfam's step also does: gradient-norm clipping and an EMA of the
+weights (foreach ops).
+
+FLOPs per step are counted by `torch.utils.flop_counter.FlopCounterMode` on one step:
+matmuls and convolutions, forward and backward, 2 per multiply-add; genfam's side of
+that count is `experiments/flop_count.py` (benchmark_speed's `matmul_conv_flops_per_step`).
+Each entry times `--steps` steps after `--warmup` steps, `--repeats` times, and reports
+the median; `name@key=value` sets an entry's keys (width, n_flow, n_block, batch for
+glow; dim, batch for ddpm). `--compile` wraps the model in torch.compile (inductor).
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+
+def glow_step(args, opts):
+  sys.path.insert(0, args.glow_repo)
+  import model as glow_model   # rosinality/glow-pytorch's model.py
+  width, n_flow, n_block = int(opts.get("width", 64)), int(opts.get("n_flow", 8)), int(opts.get("n_block", 2))
+  # Its coupling width is a constructor default that Glow never passes; set it, don't edit the code.
+  glow_model.AffineCoupling.__init__.__defaults__ = (width, True)
+  net = glow_model.Glow(1, n_flow, n_block, affine=True, conv_lu=True)
+  batch = int(opts.get("batch", 32))
+  x = torch.floor(torch.rand(batch, 1, 28, 28) * 256) / 256 - 0.5
+  num_dims = 28 * 28
+  with torch.no_grad():                      # ActNorm's data-dependent initialisation
+    net(x + torch.rand_like(x) / 256)
+  model = torch.compile(net) if args.compile else net
+
+  def loss_fn():
+    log_p, logdet, _ = model(x + torch.rand_like(x) / 256)
+    log_likelihood = log_p + logdet - math.log(256) * num_dims
+    return (-log_likelihood / (math.log(2) * num_dims)).mean()
+
+  describe = (f"rosinality/glow-pytorch Glow(1, n_flow={n_flow}, n_block={n_block}, affine, LU), "
+              f"coupling width {width}, 28x28x1")
+  return net, loss_fn, batch, 1e-3, describe
+
+
+def ddpm_step(args, opts):
+  from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+  dim = int(opts.get("dim", 32))
+  mults = tuple(int(m) for m in str(opts.get("dim_mults", "1-2-2")).split("-"))
+  net = GaussianDiffusion(Unet(dim=dim, dim_mults=mults, channels=1), image_size=28, timesteps=1000,
+                          objective="pred_noise", beta_schedule="linear")
+  batch = int(opts.get("batch", 64))
+  x = torch.rand(batch, 1, 28, 28)
+  model = torch.compile(net) if args.compile else net
+  describe = f"lucidrains denoising-diffusion-pytorch Unet(dim={dim}, dim_mults={mults}, channels=1), 28x28x1"
+  return net, (lambda: model(x)), batch, 1e-3, describe
+
+
+PEERS = {"glow": glow_step, "ddpm": ddpm_step}
+
+
+def time_entry(args, entry: str) -> dict:
+  name, *sets = entry.split("@")
+  opts = dict(s.split("=", 1) for s in sets)
+  torch.manual_seed(0)
+  net, loss_fn, batch, lr, describe = PEERS[name](args, opts)
+  params = [p for p in net.parameters() if p.requires_grad]
+  opt = torch.optim.Adam(params, lr=lr)
+  ema = [p.detach().clone() for p in params]
+
+  def step():
+    loss = loss_fn()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.clip_ema:
+      torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    if args.clip_ema:
+      with torch.no_grad():
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - 0.995)
+    return loss.detach()
+
+  for _ in range(args.warmup):
+    step()
+  from torch.utils.flop_counter import FlopCounterMode
+  counter = FlopCounterMode(display=False)
+  with counter:
+    step()
+  flops = counter.get_total_flops()
+  rates = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      loss = step()
+    loss.item()
+    rates.append(batch * args.steps / (time.perf_counter() - start))
+  images_per_s = statistics.median(rates)
+  return {"peer": describe, "batch_size": batch, "images_per_s": images_per_s, "images_per_s_runs": rates,
+          "parameters": sum(p.numel() for p in params), "matmul_conv_flops_per_step": flops,
+          "matmul_conv_flops_per_s": flops * images_per_s / batch}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--peers", default="glow,ddpm", help="comma-separated name[@key=value...]")
+  parser.add_argument("--glow_repo", default="../glow-pytorch", help="a clone of rosinality/glow-pytorch")
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+  parser.add_argument("--clip_ema", action="store_true", help="add gradient clipping and an EMA, as genfam's step")
+  parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--out", default="")
+  args = parser.parse_args()
+  torch.set_num_threads(args.threads)
+  rows = {entry: time_entry(args, entry) for entry in args.peers.split(",")}
+  settings = {"torch": torch.__version__, "threads": torch.get_num_threads(), "compile": args.compile,
+              "clip_ema": args.clip_ema, "steps": args.steps, "repeats": args.repeats,
+              "mkldnn": torch.backends.mkldnn.is_available()}
+  print("settings: " + ", ".join(f"{k} {v!r}" for k, v in settings.items()))
+  print("| peer | batch | images/s (median) | matmul+conv GFLOP/step | GFLOP/s |")
+  print("|---|---|---:|---:|---:|")
+  for entry, r in rows.items():
+    print(f"| {entry}: {r['peer']} | {r['batch_size']} | {r['images_per_s']:.1f} | "
+          f"{r['matmul_conv_flops_per_step'] / 1e9:.2f} | {r['matmul_conv_flops_per_s'] / 1e9:.1f} |")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"settings": settings, "peers": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
