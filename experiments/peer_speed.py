@@ -4,7 +4,7 @@ Not part of genfam: it runs in its own virtual environment with PyTorch, which g
 never imports (no test collects this file):
 
   python3 -m venv ../peers-venv
-  ../peers-venv/bin/pip install torch==2.14.1 denoising-diffusion-pytorch==2.3.4 scipy
+  ../peers-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 denoising-diffusion-pytorch==2.3.4
   git clone https://github.com/rosinality/glow-pytorch ../glow-pytorch   # 97081ff
   ../peers-venv/bin/python experiments/peer_speed.py --glow_repo=../glow-pytorch \
       --peers=glow,glow@width=128@batch=64,ddpm --out=experiments/results/throughput/peers.json
