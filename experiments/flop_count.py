@@ -9,10 +9,10 @@ function's jaxpr and counts the same way:
 
   dot_general:           2 * prod(batch dims) * M * K * N
   conv_general_dilated:  2 * prod(output shape) * prod(kernel window) * (input features per group);
-                         of a zero-dilated input: 2 * prod(input shape) * prod(window) * (output
-                         features per group), the zeros left out, as PyTorch counts transposed ones
+                         a zero-dilated input counts by its stored values, without the zeros, as
+                         PyTorch counts a transposed convolution (see conv_flops)
 
-over the whole (global, unpartitioned) computation, inside nested jaxprs (jit,
+over the whole (global, unpartitioned) computation after dead-code elimination, inside nested jaxprs (jit,
 custom_vjp/jvp, remat, cond: the costliest branch; scan: times its length).
 A `while` loop's trip count is unknown before it runs, so it is refused.
 """
@@ -20,6 +20,7 @@ import math
 
 import jax
 from jax import core
+from jax._src.interpreters import partial_eval as pe   # dce_jaxpr: no public name yet
 
 try:                                   # jax >= 0.4.36 moved the public core types
   from jax.extend.core import ClosedJaxpr, Jaxpr
@@ -37,18 +38,23 @@ def dot_general_flops(eqn) -> int:
 
 def conv_flops(eqn) -> int:
   """2 * output elements * kernel window * input features per group of one convolution
-  (batch-grouped convolutions, which JAX uses for weight gradients, count the same way).
-  A convolution of a zero-dilated input (a strided convolution's input gradient, a
-  transposed convolution) counts as PyTorch counts a transposed one, without the zeros:
-  2 * input elements * kernel window * output features per group."""
+  (batch-grouped convolutions and dilated windows, which JAX uses for weight gradients,
+  count the same way).
+
+  A convolution of a zero-dilated input (a transposed convolution, a strided one's input
+  gradient, a transposed one's weight gradient) counts as PyTorch counts transposed ones,
+  by the stored input values and without the zeros: 2 * input elements * output features
+  per group * prod over spatial axes of min(window, output size) (each stored value meets
+  at most that many taps per axis; the min is the kernel for all three cases)."""
   lhs = eqn.invars[0].aval.shape
   rhs = eqn.invars[1].aval.shape
   out = eqn.outvars[0].aval.shape
-  rhs_spec = eqn.params["dimension_numbers"].rhs_spec   # (out feature, in feature, *spatial)
-  window = math.prod(rhs[d] for d in rhs_spec[2:])
+  _, rhs_spec, out_spec = eqn.params["dimension_numbers"]   # (batch/out feature, feature/in, *spatial)
+  window = [rhs[d] for d in rhs_spec[2:]]
   if any(d > 1 for d in eqn.params.get("lhs_dilation") or ()):
-    return 2 * math.prod(lhs) * window * rhs[rhs_spec[0]] // eqn.params["feature_group_count"]
-  return 2 * math.prod(out) * window * rhs[rhs_spec[1]]
+    taps = math.prod(min(k, out[d]) for k, d in zip(window, out_spec[2:]))
+    return 2 * math.prod(lhs) * taps * rhs[rhs_spec[0]] // eqn.params["feature_group_count"]
+  return 2 * math.prod(out) * math.prod(window) * rhs[rhs_spec[1]]
 
 
 def _sub_jaxprs(value):
@@ -82,5 +88,9 @@ def jaxpr_flops(jaxpr) -> int:
 
 
 def matmul_conv_flops(fn, *args, **kwargs) -> int:
-  """Matmul + convolution FLOPs of one call fn(*args, **kwargs), PyTorch's convention."""
-  return jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+  """Matmul + convolution FLOPs of one call fn(*args, **kwargs), PyTorch's convention, after
+  dead-code elimination (as XLA compiles it: a custom_vjp backward that calls jax.vjp
+  traces a forward pass whose output it never uses)."""
+  jaxpr = jax.make_jaxpr(fn)(*args, **kwargs).jaxpr
+  jaxpr, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
+  return jaxpr_flops(jaxpr)

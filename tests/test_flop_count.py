@@ -19,9 +19,29 @@ def test_convolution_forward_and_both_gradients(stride, wrap):
   out_h = -(-9 // stride)
   forward = 2 * 4 * out_h * out_h * 16 * 3 * 3 * 3   # 2 * B * Ho * Wo * Cout * kh * kw * Cin
   assert matmul_conv_flops(wrap(lambda x, w: conv(x, w, stride)), x, w) == forward
-  both = jax.grad(lambda x, w: conv(x, w, stride).sum(), argnums=(0, 1))
+  both = jax.grad(lambda x, w: jnp.sin(conv(x, w, stride)).sum(), argnums=(0, 1))
   # forward, input gradient and (batch-grouped) weight gradient: each the forward's multiply-adds
   assert matmul_conv_flops(wrap(both), x, w) == 3 * forward
+
+
+@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
+def test_transposed_convolution_counts_its_input_size_not_the_inserted_zeros(wrap):
+  x, w = jnp.ones((3, 7, 7, 5)), jnp.ones((4, 4, 5, 6))
+  f = lambda x, w: jax.lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  forward = 2 * 3 * 7 * 7 * 16 * 5 * 6            # every input value times every tap (none cropped by VALID)
+  assert matmul_conv_flops(wrap(f), x, w) == forward
+  both = jax.grad(lambda x, w: jnp.sin(f(x, w)).sum(), argnums=(0, 1))
+  assert matmul_conv_flops(wrap(both), x, w) == 3 * forward   # input gradient: a strided conv; weight gradient
+
+
+def test_dead_code_is_not_counted_and_the_gan_generator_layer_counts_three_products():
+  x = jnp.ones((6, 6))
+  assert matmul_conv_flops(lambda x: (x @ x, x + 1)[1], x) == 0
+  from genfam.nets.conv_transpose import conv_transpose      # custom_vjp whose backward calls jax.vjp
+  x, w = jnp.ones((2, 7, 7, 8)), jnp.ones((4, 4, 8, 4))
+  both = jax.grad(lambda x, w: jnp.sin(conv_transpose(x, w, (2, 2), "SAME")).sum(), argnums=(0, 1))
+  forward = 2 * 2 * 7 * 7 * 16 * 8 * 4   # by phases: 4 stride-1 2x2 convolutions, 7x7 outputs each
+  assert matmul_conv_flops(both, x, w) == 3 * forward      # its backward's jax.vjp forward is dead code
 
 
 def test_grouped_convolution_counts_inputs_per_group():
