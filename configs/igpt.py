@@ -65,9 +65,11 @@ which other people's jobs filled; timings scale with it):
   --configs=igpt@model.depth=4,igpt@model.depth=4@model.dtype=bfloat16`, README "Training speed"): 6.7
   images/s = 5,243 tokens/s (15.4% of that moment's 317.6 GFLOP/s fp32 matmul
   rate); with model.dtype=bfloat16 6.5 images/s (no gain: XLA's bf16 backward
-  products do not reach the AMX units). Against issue 9's reference (PyTorch
-  minGPT, same architecture and batch, 2.4-3.0k tokens/s, timed on this
-  machine type) that is 1.7-2.2x: the 1.5x goal holds like for like. A repeat of the
+  products do not reach the AMX units). Issue 9's reference (PyTorch minGPT, same
+  architecture and batch, 2.4-3.0k tokens/s) made that look 1.7-2.2x, but it likely ran
+  minGPT's default dropout of 0.1 (3.1k tokens/s here); minGPT with dropout 0, rerun here
+  (`experiments/peer_speed.py --peers=igpt`, README "Training speed"), trains 6.4-6.8
+  images/s against genfam's 7.2-7.5 on two devices: 1.07-1.14x like for like. A repeat of the
   same benchmark command minutes later gave 1.7 images/s = 1370 tokens/s (15.6%
   of that moment's matmul rate): at this load single timings vary ~2x.
   Blocked causal attention (query_block=56) computes 20% fewer FLOPs per step

@@ -6,6 +6,7 @@ never imports (no test collects this file):
   python3 -m venv ../peers-venv
   ../peers-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 denoising-diffusion-pytorch==2.3.4
   git clone https://github.com/rosinality/glow-pytorch ../glow-pytorch   # 97081ff
+  git clone https://github.com/karpathy/minGPT ../minGPT                 # 37baab7
   ../peers-venv/bin/python experiments/peer_speed.py --glow_repo=../glow-pytorch \
       --peers=glow,glow@width=128@batch=64,ddpm --out=experiments/results/throughput/peers.json
 
@@ -21,6 +22,11 @@ Peers, each timed as its own training loop steps (forward, loss, backward, Adam)
         `GaussianDiffusion(image_size=28, objective='pred_noise', beta_schedule='linear')`.
         Its U-Net is not genfam's (two residual blocks and linear attention per level),
         so compare FLOP/s, counted the same way on both sides (below).
+  igpt  karpathy/minGPT's `GPT` with n_layer=depth, n_head=heads, n_embd=width (4, 4, 128:
+        its 'gpt-micro', issue 9's reference), vocabulary 257, block 784, dropout 0 (minGPT's
+        default is 0.1: `igpt@dropout=0.1`), on
+        random pixel sequences: the network of `igpt@model.depth=4` (pre-norm blocks,
+        GELU MLP of 4x width, learned positions), next-pixel cross-entropy.
 `--clip_ema` adds what genfam's step also does: gradient-norm clipping and an EMA of the
 weights (foreach ops).
 
@@ -29,7 +35,8 @@ matmuls and convolutions, forward and backward, 2 per multiply-add; genfam's sid
 that count is `experiments/flop_count.py` (benchmark_speed's `matmul_conv_flops_per_step`).
 Each entry times `--steps` steps after `--warmup` steps, `--repeats` times, and reports
 the median; `name@key=value` sets an entry's keys (width, n_flow, n_block, batch for
-glow; dim, batch for ddpm). `--compile` wraps the model in torch.compile (inductor).
+glow; dim, batch for ddpm; depth, heads, width, dropout, batch for igpt). `--compile`
+wraps the model in torch.compile (inductor).
 """
 import argparse
 import json
@@ -79,7 +86,27 @@ def ddpm_step(args, opts):
   return net, (lambda: model(x)), batch, 1e-3, describe
 
 
-PEERS = {"glow": glow_step, "ddpm": ddpm_step}
+def igpt_step(args, opts):
+  sys.path.insert(0, args.mingpt_repo)
+  from mingpt.model import GPT   # karpathy/minGPT's model.py
+  config = GPT.get_default_config()
+  config.model_type = None
+  config.n_layer, config.n_head, config.n_embd = (int(opts.get(k, d)) for k, d in
+                                                  (("depth", 4), ("heads", 4), ("width", 128)))
+  config.vocab_size, config.block_size = 257, 784           # 256 grey levels + a start token; 28 x 28 positions
+  dropout = float(opts.get("dropout", 0.0))                 # genfam's igpt: 0; minGPT's default: 0.1
+  config.embd_pdrop = config.resid_pdrop = config.attn_pdrop = dropout
+  net = GPT(config)
+  batch = int(opts.get("batch", 16))
+  pixels = torch.randint(0, 256, (batch, 784))
+  inputs = torch.cat([torch.full((batch, 1), 256), pixels[:, :-1]], dim=1)   # shifted right behind the start token
+  model = torch.compile(net) if args.compile else net
+  describe = (f"karpathy/minGPT GPT(n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}), "
+              f"784 tokens, dropout {dropout}")
+  return net, (lambda: model(inputs, pixels)[1]), batch, 1e-3, describe
+
+
+PEERS = {"glow": glow_step, "ddpm": ddpm_step, "igpt": igpt_step}
 
 
 def time_entry(args, entry: str) -> dict:
@@ -127,6 +154,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--peers", default="glow,ddpm", help="comma-separated name[@key=value...]")
   parser.add_argument("--glow_repo", default="../glow-pytorch", help="a clone of rosinality/glow-pytorch")
+  parser.add_argument("--mingpt_repo", default="../minGPT", help="a clone of karpathy/minGPT")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=3)
