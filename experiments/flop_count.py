@@ -19,13 +19,8 @@ A `while` loop's trip count is unknown before it runs, so it is refused.
 import math
 
 import jax
-from jax import core
 from jax._src.interpreters import partial_eval as pe   # dce_jaxpr: no public name yet
-
-try:                                   # jax >= 0.4.36 moved the public core types
-  from jax.extend.core import ClosedJaxpr, Jaxpr
-except ImportError:                    # pragma: no cover
-  ClosedJaxpr, Jaxpr = core.ClosedJaxpr, core.Jaxpr
+from jax.extend.core import ClosedJaxpr, Jaxpr
 
 
 def dot_general_flops(eqn) -> int:

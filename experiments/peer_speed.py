@@ -70,7 +70,7 @@ def glow_step(args, opts):
 
   describe = (f"rosinality/glow-pytorch Glow(1, n_flow={n_flow}, n_block={n_block}, affine, LU), "
               f"coupling width {width}, 28x28x1")
-  return net, loss_fn, batch, 1e-3, describe
+  return net, loss_fn, batch, describe
 
 
 def ddpm_step(args, opts):
@@ -83,7 +83,7 @@ def ddpm_step(args, opts):
   x = torch.rand(batch, 1, 28, 28)
   model = torch.compile(net) if args.compile else net
   describe = f"lucidrains denoising-diffusion-pytorch Unet(dim={dim}, dim_mults={mults}, channels=1), 28x28x1"
-  return net, (lambda: model(x)), batch, 1e-3, describe
+  return net, (lambda: model(x)), batch, describe
 
 
 def igpt_step(args, opts):
@@ -103,7 +103,7 @@ def igpt_step(args, opts):
   model = torch.compile(net) if args.compile else net
   describe = (f"karpathy/minGPT GPT(n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}), "
               f"784 tokens, dropout {dropout}")
-  return net, (lambda: model(inputs, pixels)[1]), batch, 1e-3, describe
+  return net, (lambda: model(inputs, pixels)[1]), batch, describe
 
 
 PEERS = {"glow": glow_step, "ddpm": ddpm_step, "igpt": igpt_step}
@@ -113,9 +113,9 @@ def time_entry(args, entry: str) -> dict:
   name, *sets = entry.split("@")
   opts = dict(s.split("=", 1) for s in sets)
   torch.manual_seed(0)
-  net, loss_fn, batch, lr, describe = PEERS[name](args, opts)
+  net, loss_fn, batch, describe = PEERS[name](args, opts)
   params = [p for p in net.parameters() if p.requires_grad]
-  opt = torch.optim.Adam(params, lr=lr)
+  opt = torch.optim.Adam(params, lr=1e-3)
   ema = [p.detach().clone() for p in params]
 
   def step():
