@@ -15,10 +15,11 @@ pixels (prefix tokens not counted); a label or caption model says
 Model: pixels in raster order (channels interleaved per pixel) are tokens over
 the K grey levels; a learned start embedding (no grey level) stands before
 x_0; learned position embeddings; pre-LayerNorm blocks with causal attention
-through jax.nn.dot_product_attention; final LayerNorm; a zero-initialised
-K-way head (an untrained model gives exactly log2 K = 8 bits/dim). Width 128,
-2 blocks, 4 heads, MLP ratio 4: 0.56M parameters (the winner of the race below;
-`--config.model.depth=4` is issue 9's minGPT reference architecture, 0.96M).
+(in blocks of model.query_block query rows; 0: one jax.nn.dot_product_attention
+call); final LayerNorm; a zero-initialised K-way head (an untrained model gives
+exactly log2 K = 8 bits/dim). Width 128, 2 blocks, 4 heads, MLP ratio 4: 0.56M
+parameters (the winner of the race below; `--config.model.depth=4` is issue 9's
+minGPT reference architecture, 0.96M).
 Prefix: model.condition ('none' / 'label' / 'caption'; class_conditional=True is
 'label'); caption padding (token 0) is masked out of attention. Sampling:
 key-value-cached lax.scan (default) or the uncached reference, temperature, top-k (0 = off).
@@ -53,31 +54,25 @@ Depth 2 still leads, by 0.33 bits/dim, and after 20 minutes on one core it is
 already below the depth-4 run's 3.267 after 70 minutes on a loaded machine
 (above). experiments/results/igpt_race/ has both stages' tables and grids.
 
-Measured at depth 4 (2-core AVX-512 CPU; the load average is that of the whole machine,
-which other people's jobs filled; timings scale with it):
-- Training speed, `python -m experiments.benchmark_speed --configs=igpt@model.depth=4 --steps=5`
-  (jitted update of the loop, batch 16 x 784 tokens):
-    query_block=56 (default), load ~10:  3.0 images/s = 2366 tokens/s, 117.2 GFLOP/step
-      (XLA), 22.1 GFLOP/s = 12.6% of the fp32 matmul rate measured in the same process (175.3 GFLOP/s)
-    query_block=0 (one attention call), load ~1-2 (before q/k/v lost their biases):
-      4.3 images/s = 3378 tokens/s, 145.8 GFLOP/step, 39.3 GFLOP/s = 11.1% of 352.1 GFLOP/s
-  Quiet machine (load ~0, `python -m experiments.benchmark_speed --steps=5
-  --configs=igpt@model.depth=4,igpt@model.depth=4@model.dtype=bfloat16`, README "Training speed"): 6.7
-  images/s = 5,243 tokens/s (15.4% of that moment's 317.6 GFLOP/s fp32 matmul
-  rate); with model.dtype=bfloat16 6.5 images/s (no gain: XLA's bf16 backward
-  products do not reach the AMX units). Issue 9's reference (PyTorch minGPT, same
-  architecture and batch, 2.4-3.0k tokens/s) made that look 1.7-2.2x, but it likely ran
-  minGPT's default dropout of 0.1 (3.1k tokens/s here); minGPT with dropout 0, rerun here
-  (`experiments/peer_speed.py --peers=igpt`, README "Training speed"), trains 6.4-6.8
-  images/s against genfam's 7.2-7.5 on two devices: 1.07-1.14x like for like. A repeat of the
-  same benchmark command minutes later gave 1.7 images/s = 1370 tokens/s (15.6%
-  of that moment's matmul rate): at this load single timings vary ~2x.
-  Blocked causal attention (query_block=56) computes 20% fewer FLOPs per step
-  (117.2 vs 145.8 GFLOP) and is 1.37x faster: a model-only training step
-  (forward, backward, Adam; batch 16 x 784, same architecture) timed by an
-  ad-hoc script outside the repo, alternating the two in four processes at
-  load ~9-10: query_block=0 6.29 / 6.31 s per step (~1990 tokens/s),
-  query_block=56 4.58 / 4.60 s per step (~2730 tokens/s).
+Measured at depth 4 (2-core AVX-512 CPU):
+- Training speed against PyTorch, quiet, two devices (the default), three alternating rounds
+  (`XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.benchmark_speed
+  --configs=igpt@model.depth=4@model.query_block=56,igpt@model.depth=4@model.query_block=196 --steps=5`
+  against `experiments/peer_speed.py --peers=igpt --steps=5`, karpathy/minGPT's gpt-micro, the same
+  network with dropout 0; README "Training speed", experiments/results/throughput/peers/igpt_heads_major_*):
+    query_block=196 (default)  11.6, 11.7, 11.8 images/s (9.1-9.3k tokens/s), 129.0 GFLOP/step
+    query_block=56             9.6, 10.2, 10.0 images/s, 123.6 GFLOP/step
+    before heads-major blocks   7.8, 7.9, 7.8 images/s (query_block=56, commit 3d13b54)
+    minGPT                     7.5, 7.0, 7.1 images/s, 122.1 GFLOP/step
+  so 1.55-1.67x minGPT in images/s and 1.63-1.77x per matmul FLOP (93.6-95.4 vs 53.6-57.4
+  GFLOP/s, both counted as PyTorch's FlopCounterMode counts). Blocked attention
+  (`nets.transformer.blocked_causal_attention`) skips the keys above the diagonal blocks and
+  runs heads-major; query_block=0 (one jax.nn.dot_product_attention call, 151.7 GFLOP/step)
+  ran 6.0 images/s in the same session. model.dtype=bfloat16 gave no gain (6.5 against
+  7.0 images/s, README "Training speed", at 2386f8d's attention): XLA's bf16 weight-gradient products, which
+  contract over the long B x T axis, run at 124-170 GFLOP/s here against 185-230 in fp32.
+  Issue 9's reference (minGPT at 2.4-3.0k tokens/s) matches minGPT with its default
+  dropout of 0.1 (3.1k tokens/s here).
 - The loop itself, 20 steps: 3.4 images/s (2680 tokens/s) at load ~11-12, peak
   RSS 2.72 GiB (/usr/bin/time -v: 2856384 kB; results.json 2789 MiB) with the
   eval batch of 32 and 4 samples:
@@ -107,8 +102,8 @@ def get_config(arg=None):
   c.model.mlp_ratio = 4             # MLP hidden = mlp_ratio * width
   c.model.dropout = 0.0             # on embeddings and residual branches (training only)
   c.model.dtype = "float32"         # matmul / attention / cache dtype: 'float32' or 'bfloat16'
-  c.model.query_block = 56          # causal attention in query blocks of 56 rows, skipping keys above the
-                                    # diagonal blocks (CPU: ~1.3x faster); 0 = one call (fused kernels on GPU)
+  c.model.query_block = 196         # causal attention in blocks of 196 query rows, skipping keys above the
+                                    # diagonal blocks (CPU: 1.9x one call); 0 = one call (fused kernels on GPU)
   c.model.condition = "none"        # prefix: 'none', 'label' or 'caption' (batch['caption'] tokens)
   c.model.class_conditional = False  # True = condition 'label' (a label token in front)
   c.model.caption_dropout = 0.1     # caption models: P(training caption emptied); the empty caption = p(x)
@@ -147,6 +142,7 @@ def _smoke(c):
   c.model.width = 32
   c.model.depth = 2
   c.model.num_heads = 2
+  c.model.query_block = 24          # 65 positions in 3 blocks: the blocked attention runs end to end
   c.optim.warmup_steps = 2
   c.train.num_steps = 4
   c.train.checkpoint_every = 2

@@ -5,6 +5,7 @@ Tiny models (K = 7 token values, D = 12 positions, width 16) with a random
 """
 import chex
 import jax
+import jax.test_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -60,12 +61,82 @@ class CausalityTest(chex.TestCase):
         assert np.abs(np.asarray(logits_fn(changed)[:, i] - base[:, i])).max() > 1e-4, (case, seed, i, j)
 
 
-def test_query_blocks_give_the_same_attention():
-  q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 11, 2, 4))
-  attend = jax.jit(causal_attention, static_argnums=(3, 4))
-  full = attend(q, k, v, None, 0)
-  for block in (1, 4, 20):
-    np.testing.assert_allclose(attend(q, k, v, None, block), full, rtol=1e-5, atol=1e-6)
+def _brute_force_attention(q, k, v, mask):
+  """softmax(q k^T / sqrt(Dh), masked) v in numpy float64, one (b, h) at a time: [B, T, H, Dh]."""
+  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+  batch, seq, heads, dh = q.shape
+  allowed = np.tril(np.ones((seq, seq), bool)) if mask is None else np.asarray(mask)[:, 0]
+  out = np.zeros_like(q)
+  for b in range(batch):
+    for h in range(heads):
+      logits = q[b, :, h] @ k[b, :, h].T / np.sqrt(dh)
+      logits = np.where(allowed if mask is None else allowed[b], logits, -np.inf)
+      p = np.exp(logits - logits.max(-1, keepdims=True))
+      out[b, :, h] = (p / p.sum(-1, keepdims=True)) @ v[b, :, h]
+  return out
+
+
+def _prefix_mask(batch, seq, prefix_len=3):
+  """A caption-style mask [B, 1, T, T]: example b hides its last b prefix positions."""
+  valid = np.ones((batch, seq), bool)
+  for b in range(batch):
+    valid[b, prefix_len - b:prefix_len] = False
+  causal = np.tril(np.ones((seq, seq), bool))
+  return jnp.asarray(causal[None, None] & (valid[:, None, None, :] | np.eye(seq, dtype=bool)[None, None]))
+
+
+class QueryBlockTest(chex.TestCase):
+  """Blocked causal attention (query_block > 0) against brute force in float64 (values and
+  gradients), against one dot_product_attention call in float32, and in bfloat16."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_blocks_equal_brute_force_in_float64(self):
+    with jax.enable_x64(True):
+      q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 11, 2, 4), jnp.float64)
+      for mask in (None, _prefix_mask(3, 11)):
+        expected = _brute_force_attention(q, k, v, mask)
+        for block in (1, 4, 5, 10):
+          attend = self.variant(lambda q, k, v, m=mask, b=block: causal_attention(q, k, v, m, b))
+          out = attend(q, k, v)
+          assert out.dtype == jnp.float64
+          np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12, err_msg=f"block {block}")
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_block_gradients_in_float64(self):
+    """Gradients of every block size equal those of a plain jnp softmax attention, and
+    match finite differences (jax.test_util.check_grads)."""
+    with jax.enable_x64(True):
+      q, k, v, g = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 9, 2, 3), jnp.float64)
+      mask = _prefix_mask(2, 9)
+
+      def plain(q, k, v):
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(3.0)
+        p = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+        return jnp.einsum("bhqk,bkhd->bqhd", p, v)
+
+      def grads(fn):
+        return self.variant(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * g), argnums=(0, 1, 2)))(q, k, v)
+
+      want = grads(plain)
+      for block in (1, 2, 4):
+        blocked = lambda q, k, v, b=block: causal_attention(q, k, v, mask, b)  # noqa: E731
+        for got, expected, name in zip(grads(blocked), want, "qkv"):
+          np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=f"d{name}, block {block}")
+        jax.test_util.check_grads(blocked, (q, k, v), order=1, modes=("rev",), eps=1e-6)
+
+  def test_blocks_match_one_dot_product_attention_call_in_float32(self):
+    q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 11, 2, 4))
+    attend = jax.jit(causal_attention, static_argnums=4)
+    for mask in (None, _prefix_mask(2, 11)):
+      full = attend(q, k, v, mask, 0)
+      for block in (1, 4, 20):
+        np.testing.assert_allclose(attend(q, k, v, mask, block), full, rtol=1e-5, atol=1e-6)
+
+  def test_bfloat16_blocks_stay_bfloat16_and_near_float32(self):
+    q, k, v = jax.random.normal(jax.random.PRNGKey(2), (3, 2, 16, 2, 8))
+    low = causal_attention(*(a.astype(jnp.bfloat16) for a in (q, k, v)), None, 4)
+    assert low.dtype == jnp.bfloat16
+    np.testing.assert_allclose(low.astype(jnp.float32), causal_attention(q, k, v, None, 0), atol=0.05)
 
 
 def _cached_logits(model, params, tokens, prefix, mask):
