@@ -28,8 +28,9 @@ from genfam.errors import GenfamError
 # other values cannot be restored into this run.
 STRUCTURAL_KEYS = ("family", "model", "data.name", "optim.ema_decay", "optim.clip_norm")
 # ... except these, which change how the state is computed with, not its shapes: a run may
-# switch model.dtype between float32 and bfloat16 (and checkpoints from before the key existed resume).
-COMPUTE_ONLY_KEYS = ("model.dtype",)
+# switch model.dtype between float32 and bfloat16, or the image-GPT's attention between query
+# blocks (and checkpoints from before a key existed resume).
+COMPUTE_ONLY_KEYS = ("model.dtype", "model.query_block")
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
