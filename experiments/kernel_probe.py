@@ -4,6 +4,7 @@
   python -m experiments.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
   python -m experiments.kernel_probe --phases          # lax's dilated-input forms vs nets.phase_conv's
   python -m experiments.kernel_probe --pointwise --batch=32   # 1x1 convolutions: lax vs one matmul
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.kernel_probe --allreduce
 
 For each shape it times, forward and backward (value_and_grad of a sum, so
 the two gradient convolutions are included; 3x the forward FLOPs):
@@ -24,6 +25,12 @@ stride-2 convolutions of its discriminator, the U-Net and the VAE (JAX's input g
 vs the phase one), at the default configs' shapes. With --pointwise it times Glow's 1x1
 convolutions as lax convolutions against `genfam.nets.matmul_conv.pointwise_conv` (one
 matmul, the form `Conv` uses on the CPU).
+
+With --allreduce it times data parallelism's gradient all-reduce across this process's
+devices: a psum (jax.shard_map) of a tuple of --arrays float32 arrays against one array
+of the same total size (--floats; the defaults are Glow's gradient: 168 parameter arrays,
+152,420 floats). XLA combines a step's gradient all-reduces into one over a tuple, and
+this shows what its CPU runtime pays per operand of that tuple.
 """
 import argparse
 import json
@@ -138,6 +145,26 @@ def probe_pointwise(batch: int, reps: int) -> list[dict]:
   return time_pairs(layers, reps)
 
 
+def probe_allreduce(num_arrays: int, num_floats: int, reps: int) -> dict:
+  """Milliseconds of a psum over every device of `num_arrays` float32 arrays against one
+  array, `num_floats` floats per device either way (the best of `reps` calls)."""
+  devices = jax.devices()
+  if len(devices) < 2:
+    raise SystemExit("error: --allreduce needs 2 or more devices: run it under "
+                     "XLA_FLAGS=--xla_force_host_platform_device_count=2")
+  mesh = jax.sharding.Mesh(devices, ("d",))
+  spec = jax.sharding.PartitionSpec("d")
+  size = num_floats // num_arrays
+  many = [jnp.ones((len(devices), size), jnp.float32) for _ in range(num_arrays)]
+  one = jnp.ones((len(devices), size * num_arrays), jnp.float32)
+  psum = lambda *xs: jax.lax.psum(xs, "d")  # noqa: E731
+  tuple_fn = jax.jit(jax.shard_map(psum, mesh=mesh, in_specs=(spec,) * num_arrays, out_specs=(spec,) * num_arrays))
+  one_fn = jax.jit(jax.shard_map(psum, mesh=mesh, in_specs=(spec,), out_specs=(spec,)))
+  return {"devices": len(devices), "arrays": num_arrays, "floats_per_device": size * num_arrays,
+          "tuple_ms": 1e3 * best_seconds(tuple_fn, *many, reps=reps),
+          "one_array_ms": 1e3 * best_seconds(one_fn, one, reps=reps)}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch", type=int, default=64)
@@ -148,7 +175,19 @@ def main():
   parser.add_argument("--out", default="")
   parser.add_argument("--phases", action="store_true", help="time the dilated-input layers, lax vs phases")
   parser.add_argument("--pointwise", action="store_true", help="time Glow's 1x1 convolutions, lax vs a matmul")
+  parser.add_argument("--allreduce", action="store_true",
+                      help="time a psum of --arrays arrays against one array of --floats floats in all")
+  parser.add_argument("--arrays", type=int, default=168)
+  parser.add_argument("--floats", type=int, default=152420)
   args = parser.parse_args()
+  if args.allreduce:
+    r = probe_allreduce(args.arrays, args.floats, max(args.reps, 20))
+    print(f"psum over {r['devices']} {jax.devices()[0].platform} devices, {r['floats_per_device']} float32 per device: "
+          f"{r['arrays']} arrays {r['tuple_ms']:.2f} ms, one array {r['one_array_ms']:.2f} ms")
+    if args.out:
+      with open(args.out, "w") as f:
+        json.dump(r, f, indent=2)
+    return
   if args.phases or args.pointwise:
     rows = probe_phases(args.batch, args.reps) if args.phases else probe_pointwise(args.batch, args.reps)
     other = "phases" if args.phases else "matmul"

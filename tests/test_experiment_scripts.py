@@ -1,4 +1,5 @@
-"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise run end to end on tiny settings."""
+"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise / --allreduce run end to end on
+tiny settings."""
 import json
 import subprocess
 
@@ -42,3 +43,21 @@ def test_the_readme_ynnpack_flag_is_known_to_this_jaxlib_and_keeps_the_gradient(
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert float(out.stdout.strip().splitlines()[-1]) == 2 * 36.0     # 36 positions, 2 images, all taps inside
+
+
+def test_the_allreduce_probe_times_both_forms_on_two_devices_and_refuses_one(tmp_path):
+  import os
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out_path = tmp_path / "allreduce.json"
+  command = [sys.executable, "-m", "experiments.kernel_probe", "--allreduce", "--arrays=4", "--floats=64", "--reps=1",
+             f"--out={out_path}"]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  row = json.load(open(out_path))
+  assert row["devices"] == 2 and row["arrays"] == 4 and row["floats_per_device"] == 64
+  assert row["tuple_ms"] > 0 and row["one_array_ms"] > 0
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and "needs 2 or more devices" in proc.stderr
