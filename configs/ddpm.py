@@ -123,7 +123,8 @@ def get_config(arg=None):
   c.diffusion.bound_condition = "label"  # 'label': -log p(x|y) + log C; 'caption': -log p(x|caption); 'null': none
   c.diffusion.vlb_chunk = 2           # timesteps evaluated at once in the bound (memory ~ chunk x batch): on
                                       # the CPU 2 or 1 (25-50 network inputs per call) ran the bound 1.27x faster
-                                      # than 8 and 1.56x faster than 40 (README "Evaluation speed"); a GPU wants more
+                                      # than 8 and 1.56x faster than 40 (README "Where the time goes, two cores, and
+                                      # evaluation speed"); a GPU wants more
   c.diffusion.sampled_t = 50          # extra unbiased estimate from this many t (0: off)
 
   c.optim.learning_rate = 1e-3

@@ -68,9 +68,10 @@ Measured at depth 4 (2-core AVX-512 CPU):
   GFLOP/s, both counted as PyTorch's FlopCounterMode counts). Blocked attention
   (`nets.transformer.blocked_causal_attention`) skips the keys above the diagonal blocks and
   runs heads-major; query_block=0 (one jax.nn.dot_product_attention call, 151.7 GFLOP/step)
-  ran 6.0 images/s in the same session. model.dtype=bfloat16 gave no gain (6.5 against
-  7.0 images/s, README "Training speed", at 2386f8d's attention): XLA's bf16 weight-gradient products, which
-  contract over the long B x T axis, run at 124-170 GFLOP/s here against 185-230 in fp32.
+  ran 6.0 images/s in the same session. model.dtype=bfloat16 is slower (10.2 against 11.3
+  images/s at 7797dbf, experiments/results/throughput/peers/heads_major_all_2dev.json): XLA's
+  bf16 weight-gradient products, which contract over the long B x T axis, run at 124-170
+  GFLOP/s here against 185-230 in fp32.
   Issue 9's reference (minGPT at 2.4-3.0k tokens/s) matches minGPT with its default
   dropout of 0.1 (3.1k tokens/s here).
 - The loop itself, 20 steps: 3.4 images/s (2680 tokens/s) at load ~11-12, peak

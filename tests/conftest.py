@@ -22,6 +22,23 @@ def load_config(name: str, variant: str = "smoke"):
   return config_files.load(name, variant)
 
 
+def resume_under(config, workdir: str, key: str, value) -> dict:
+  """Trains `config` for 2 steps in `workdir`, then resumes it to step 3 with config key
+  'section.name' set to `value` (no --allow_config_change) and returns the changes that resume
+  recorded in the workdir's config history."""
+  import json
+  from genfam.loop import train
+  section, name = key.split(".")
+  for steps, changed in ((2, False), (3, True)):
+    run = config.copy_and_resolve_references()
+    run.train.progress, run.train.num_steps, run.sample.num = False, steps, 4
+    if changed:
+      run[section][name] = value
+    assert train.train_and_evaluate(run, workdir)["step"] == steps
+  with open(os.path.join(workdir, "config_history.jsonl")) as f:
+    return json.loads(f.readlines()[-1])["changes"]
+
+
 def assert_values_and_gradients_equal(ours, plain, x, kernel, key, apply=lambda f: f, tol=1e-11):
   """ours(x, kernel) equals plain(x, kernel), and so do their input and kernel gradients for a random
   cotangent (float64 in the callers: tolerances of 1e-11). `apply` wraps ours (a chex variant)."""

@@ -13,7 +13,7 @@ from genfam.diffusion import bound
 from genfam.errors import GenfamError
 from genfam.families import diffusion as family_module
 from genfam.likelihood.bits import nats_to_bpd
-from tests.conftest import load_config
+from tests.conftest import load_config, resume_under
 
 SPEC = DatasetSpec("digits", (8, 8, 1), 17, tuple(str(i) for i in range(10)), 1437, 360)
 
@@ -127,14 +127,5 @@ def test_a_run_evaluates_and_resumes_under_another_vlb_chunk(tmp_path):
   """diffusion.vlb_chunk only changes how many timesteps each network call of the bound takes
   (the values do not depend on it: test_diffusion_bound), so a workdir made under one chunk
   resumes under another without --allow_config_change, and the change is recorded."""
-  import json
-  import os
-  from genfam.loop import train
-  config = _config(vlb_chunk=5)
-  config.train.progress, config.train.num_steps, config.sample.num = False, 2, 4
-  train.train_and_evaluate(config, str(tmp_path))
-  again = _config(vlb_chunk=2)
-  again.train.progress, again.train.num_steps, again.sample.num = False, 3, 4
-  assert train.train_and_evaluate(again, str(tmp_path))["step"] == 3
-  with open(os.path.join(tmp_path, "config_history.jsonl")) as f:
-    assert json.loads(f.readlines()[-1])["changes"]["diffusion.vlb_chunk"] == [5, 2]
+  changes = resume_under(_config(vlb_chunk=5), str(tmp_path), "diffusion.vlb_chunk", 2)
+  assert changes["diffusion.vlb_chunk"] == [5, 2]

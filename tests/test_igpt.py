@@ -17,7 +17,7 @@ import pytest
 from genfam.data.spec import DatasetSpec
 from genfam.errors import GenfamError
 from genfam.families import igpt
-from tests.conftest import load_config
+from tests.conftest import load_config, resume_under
 
 CLASSES = tuple(f"class{i}" for i in range(4))
 VOCAB, CAPTION_LENGTH = 11, 5
@@ -199,17 +199,7 @@ def test_a_run_resumes_under_another_query_block(tmp_path):
   """model.query_block changes how attention is computed, not the parameters or the function:
   a run resumes under another block size without --allow_config_change, and the change is
   recorded in the workdir's config history."""
-  import json
-  import os
-  from genfam.loop import train
   config = load_config("igpt")
-  config.train.progress, config.train.num_steps, config.sample.num = False, 2, 4
   assert 0 < config.model.query_block < 8 * 8          # digits: 64 pixels, attention in blocks
-  train.train_and_evaluate(config, str(tmp_path))
-  again = load_config("igpt")
-  again.train.progress, again.train.num_steps, again.sample.num = False, 3, 4
-  again.model.query_block = 0
-  assert train.train_and_evaluate(again, str(tmp_path))["step"] == 3
-  with open(os.path.join(tmp_path, "config_history.jsonl")) as f:
-    changes = [json.loads(line)["changes"] for line in f]
-  assert changes[-1]["model.query_block"] == [24, 0]
+  changes = resume_under(config, str(tmp_path), "model.query_block", 0)
+  assert changes["model.query_block"] == [24, 0]
