@@ -135,6 +135,7 @@ def get_config(arg=None):
   c.train.num_steps = 2000
   c.train.log_every = 50
   c.train.checkpoint_every = 250
+  c.train.huge_pages = True           # its step's buffers (271 MiB per device) exceed what glibc keeps: README, "Page faults between steps"
   c.train.eval_examples = 32          # evaluations during training use few images (the bound is costly)
 
   c.eval.batch_size = 25

@@ -57,6 +57,7 @@ def get_config(arg=None):
   c.train.num_steps = 2000
   c.train.log_every = 50
   c.train.checkpoint_every = 250
+  c.train.huge_pages = True           # its step's buffers (258 MiB per device) exceed what glibc keeps: README, "Page faults between steps"
 
   c.sample.num = 64
   c.sample.temperature = 1.0

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments import flop_count
-from genfam.loop import sharding, train
+from genfam.loop import host_memory, sharding, train
 from genfam.settings import config_files
 
 # The image-GPT at issue 9's minGPT reference architecture (4 blocks), timed against PyTorch's.
@@ -95,12 +95,17 @@ def train_step_speed(config, steps: int) -> dict:
     flops = step.flops()
     matmul_conv = step.matmul_conv_flops()
     state = step.warm_up(2)
-    start = time.perf_counter()
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     step.run(state, steps, first=2)
     seconds = (time.perf_counter() - start) / steps
+    after = resource.getrusage(resource.RUSAGE_SELF)
     num_dims = step.num_dims
   batch = config.data.batch_size
   return {"batch_size": batch, "seconds_per_step": seconds, "images_per_s": batch / seconds,
+          # the kernel's share: pages faulted in (first touch of freshly mapped memory) and system time
+          "minor_page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+          "system_seconds_per_step": (after.ru_stime - before.ru_stime) / steps,
+          "malloc_retain_mib": config.train.malloc_retain_mib, "huge_pages": host_memory.huge_pages_on(),
           "tokens_per_s": batch * num_dims / seconds,
           "flops_per_step": flops, "flops_per_s": flops / seconds,
           "matmul_conv_flops_per_step": matmul_conv, "matmul_conv_flops_per_s": matmul_conv / seconds}
@@ -142,7 +147,8 @@ def run_settings() -> dict:
                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     commit = ""
-  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": sharding.usable_cores(),
+  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+          "cpus": sharding.usable_cores(),
           "devices": f"{jax.device_count()} x {jax.devices()[0].platform}", "jax": jax.__version__,
           "commit": commit or "unknown"}
 
@@ -158,7 +164,13 @@ def main():
   peak_bf16 = matmul_flops_per_s(dtype=jnp.bfloat16)
   rows = {}
   for name in args.configs.split(","):
-    rows[name] = train_step_speed(load_entry(name), args.steps)
+    config = load_entry(name)
+    if config.train.huge_pages != host_memory.huge_pages_on():
+      # glibc reads its tunables at start, so one process cannot follow each config's train.huge_pages
+      print(f"note: {name} has train.huge_pages={config.train.huge_pages}, this process runs "
+            f"{'with' if host_memory.huge_pages_on() else 'without'} GLIBC_TUNABLES=glibc.malloc.hugetlb=1: "
+            f"genfam.main would run it {'with' if config.train.huge_pages else 'without'}", flush=True)
+    rows[name] = train_step_speed(config, args.steps)
     rows[name]["overrides"] = parse_entry(name)[2]
     rows[name]["fraction_of_matmul"] = rows[name]["flops_per_s"] / peak
     rows[name]["fraction_of_bf16_matmul"] = rows[name]["flops_per_s"] / peak_bf16
@@ -171,13 +183,15 @@ def main():
   print(f"fp32 matmul (2048^3, XLA, {jax.device_count()} device(s) {jax.devices()[0].platform}): "
         f"{peak / 1e9:.1f} GFLOP/s; bf16 matmul (fp32 accumulation): {peak_bf16 / 1e9:.1f} GFLOP/s")
   print("| config | batch | images/s | tokens/s | GFLOP/step | achieved GFLOP/s | fraction of fp32 matmul | "
-        "fraction of bf16 matmul | matmul+conv GFLOP/step | matmul+conv GFLOP/s |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+        "fraction of bf16 matmul | matmul+conv GFLOP/step | matmul+conv GFLOP/s | page faults/step | "
+        "kernel s/step |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for name, r in rows.items():
     print(f"| {name} | {r['batch_size']} | {r['images_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
           f"{r['flops_per_step'] / 1e9:.2f} | "
           f"{r['flops_per_s'] / 1e9:.1f} | {r['fraction_of_matmul']:.1%} | {r['fraction_of_bf16_matmul']:.1%} | "
-          f"{r['matmul_conv_flops_per_step'] / 1e9:.2f} | {r['matmul_conv_flops_per_s'] / 1e9:.1f} |")
+          f"{r['matmul_conv_flops_per_step'] / 1e9:.2f} | {r['matmul_conv_flops_per_s'] / 1e9:.1f} | "
+          f"{r['minor_page_faults_per_step']:.0f} | {r['system_seconds_per_step']:.3f} |")
 
 
 if __name__ == "__main__":

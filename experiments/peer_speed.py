@@ -36,17 +36,32 @@ that count is `experiments/flop_count.py` (benchmark_speed's `matmul_conv_flops_
 Each entry times `--steps` steps after `--warmup` steps, `--repeats` times, and reports
 the median; `name@key=value` sets an entry's keys (width, n_flow, n_block, batch for
 glow; dim, batch for ddpm; depth, heads, width, dropout, batch for igpt). `--compile`
-wraps the model in torch.compile (inductor).
+wraps the model in torch.compile (inductor). `--malloc_retain_mib=1024` gives the peer
+what genfam's runs do by default (train.malloc_retain_mib: glibc keeps freed memory mapped,
+genfam/loop/host_memory.py); 0, the default, leaves glibc's defaults, as a PyTorch user has them.
 """
 import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import time
 
+import importlib.util
+
 import torch
+
+
+def retain_freed_memory(mib: int) -> bool:
+  """genfam's `host_memory.retain_freed_memory`, loaded from its file: the genfam package imports
+  JAX, which this environment does not have."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "genfam", "loop", "host_memory.py")
+  spec = importlib.util.spec_from_file_location("host_memory", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.retain_freed_memory(mib)
 
 
 def glow_step(args, opts):
@@ -138,16 +153,21 @@ def time_entry(args, entry: str) -> dict:
     step()
   flops = counter.get_total_flops()
   rates = []
+  before = resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(args.repeats):
     start = time.perf_counter()
     for _ in range(args.steps):
       loss = step()
     loss.item()
     rates.append(batch * args.steps / (time.perf_counter() - start))
+  after = resource.getrusage(resource.RUSAGE_SELF)
   images_per_s = statistics.median(rates)
+  timed_steps = args.steps * args.repeats
   return {"peer": describe, "batch_size": batch, "images_per_s": images_per_s, "images_per_s_runs": rates,
           "parameters": sum(p.numel() for p in params), "matmul_conv_flops_per_step": flops,
-          "matmul_conv_flops_per_s": flops * images_per_s / batch}
+          "matmul_conv_flops_per_s": flops * images_per_s / batch,
+          "minor_page_faults_per_step": (after.ru_minflt - before.ru_minflt) / timed_steps,
+          "system_seconds_per_step": (after.ru_stime - before.ru_stime) / timed_steps}
 
 
 def main():
@@ -161,19 +181,23 @@ def main():
   parser.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
   parser.add_argument("--clip_ema", action="store_true", help="add gradient clipping and an EMA, as genfam's step")
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--malloc_retain_mib", type=int, default=0,
+                      help="glibc keeps this many MiB of freed memory mapped, as genfam's runs do (0: glibc's defaults)")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
+  retained = retain_freed_memory(args.malloc_retain_mib)
   torch.set_num_threads(args.threads)
   rows = {entry: time_entry(args, entry) for entry in args.peers.split(",")}
   settings = {"torch": torch.__version__, "threads": torch.get_num_threads(), "compile": args.compile,
               "clip_ema": args.clip_ema, "steps": args.steps, "repeats": args.repeats,
-              "mkldnn": torch.backends.mkldnn.is_available()}
+              "mkldnn": torch.backends.mkldnn.is_available(), "malloc_retain_mib": args.malloc_retain_mib if retained else 0}
   print("settings: " + ", ".join(f"{k} {v!r}" for k, v in settings.items()))
-  print("| peer | batch | images/s (median) | matmul+conv GFLOP/step | GFLOP/s |")
-  print("|---|---|---:|---:|---:|")
+  print("| peer | batch | images/s (median) | matmul+conv GFLOP/step | GFLOP/s | page faults/step | kernel s/step |")
+  print("|---|---|---:|---:|---:|---:|---:|")
   for entry, r in rows.items():
     print(f"| {entry}: {r['peer']} | {r['batch_size']} | {r['images_per_s']:.1f} | "
-          f"{r['matmul_conv_flops_per_step'] / 1e9:.2f} | {r['matmul_conv_flops_per_s'] / 1e9:.1f} |")
+          f"{r['matmul_conv_flops_per_step'] / 1e9:.2f} | {r['matmul_conv_flops_per_s'] / 1e9:.1f} | "
+          f"{r['minor_page_faults_per_step']:.0f} | {r['system_seconds_per_step']:.3f} |")
   if args.out:
     with open(args.out, "w") as f:
       json.dump({"settings": settings, "peers": rows}, f, indent=2)

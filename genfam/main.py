@@ -90,7 +90,9 @@ def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   config = _CONFIG.value
-  from genfam.loop import sharding
+  from genfam.loop import host_memory, sharding
+  if config.train.huge_pages:
+    host_memory.restart_with_huge_pages()   # before JAX starts: glibc reads its tunables only at start
   xla_flags = sharding.add_xla_cpu_flags(config.train.xla_cpu_flags)
   cpu_devices = sharding.set_cpu_devices(config.train.cpu_devices,
                                          config.data.batch_size // max(_NUM_PROCESSES.value or 1, 1))
@@ -104,6 +106,8 @@ def main(argv):
           f"{sharding.usable_cores()} usable cores)", flush=True)
   if jax.default_backend() == "cpu" and xla_flags:
     print(f"XLA:CPU flags: {xla_flags} (train.xla_cpu_flags)", flush=True)
+  if jax.default_backend() == "cpu":
+    print(host_memory.describe(config.train.malloc_retain_mib), flush=True)
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

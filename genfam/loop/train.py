@@ -19,7 +19,7 @@ from genfam import registry
 from genfam.data import pipeline, sources
 from genfam.errors import GenfamError
 from genfam.evaluation import evaluate, images, sample_quality
-from genfam.loop import cadence, sharding
+from genfam.loop import cadence, host_memory, sharding
 from genfam.loop import workdir as workdir_guard
 from genfam.loop.checkpointing import Checkpointer, config_to_dict
 from genfam.loop.logbook import Logbook, progress_bar
@@ -37,6 +37,9 @@ class Run:
 
   def __init__(self, config, workdir: str):
     config_checks.check(config)
+    # Before the first buffers: XLA's per-step buffers then stay mapped between steps (host_memory).
+    # (A config saved before the key existed gets the default.)
+    host_memory.retain_freed_memory(config.train.get("malloc_retain_mib", host_memory.DEFAULT_MIB))
     self.config, self.workdir = config, workdir
     loaded = sources.load(config.data)
     self.spec, self.sources, self.provenance = loaded.spec, loaded.sources, loaded.provenance

@@ -5,6 +5,8 @@ modules below them take plain values.
 """
 import ml_collections
 
+from genfam.loop import host_memory
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -36,6 +38,13 @@ def base_config() -> ml_collections.ConfigDict:
                                   # before JAX starts (genfam/loop/sharding.py); GPU and TPU are untouched
   c.train.xla_cpu_flags = ""      # XLA:CPU flags genfam.main puts before XLA_FLAGS (yours win) before JAX starts;
                                   # ones this jaxlib does not know are left out with a warning
+  # Host memory: glibc keeps up to this many MiB of freed memory mapped (mallopt's mmap and trim
+  # thresholds), so each step reuses the last step's buffers instead of faulting fresh pages in
+  # (genfam/loop/host_memory.py); 0: glibc's defaults.
+  c.train.malloc_retain_mib = host_memory.DEFAULT_MIB
+  # genfam.main restarts once with glibc's huge-page tunable (host_memory.restart_with_huge_pages):
+  # on where a step's buffers exceed 64 MiB per device (configs/ddpm.py, configs/realnvp.py).
+  c.train.huge_pages = False
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3

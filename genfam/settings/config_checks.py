@@ -25,6 +25,8 @@ _RULES = {
     "train.keep_checkpoints": (lambda v: isinstance(v, int) and v > 0, _POSITIVE_INT),
     "train.sample_every": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: only at the end)"),
     "train.max_consecutive_nonfinite": (lambda v: isinstance(v, int) and v > 0, _POSITIVE_INT),
+    "train.malloc_retain_mib": (lambda v: isinstance(v, int) and v >= 0,
+                                _NON_NEGATIVE_INT + " of MiB (0: glibc's own malloc thresholds)"),
     "train.max_train_seconds": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0 (0: no limit)"),
     "optim.learning_rate": (lambda v: _number(v) and v > 0, "a positive number"),
     "optim.warmup_steps": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT),

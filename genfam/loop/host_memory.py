@@ -1,0 +1,120 @@
+"""Host memory between steps: keep the memory XLA frees mapped, so the next step does not fault it in again.
+
+XLA:CPU allocates each execution's temporary buffers with malloc (35 MiB per device for Glow's
+training step, 271 MiB for DDPM's) and frees them when the execution ends. glibc's malloc serves
+a request above its mmap threshold (128 KiB at start, raised by each such free up to 32 MiB) with
+fresh pages from mmap and unmaps them on free, and gives a free heap top larger than its trim
+threshold back to the kernel. Either way the next step's buffers are new pages: the kernel zeroes
+and maps each 4 KiB page on first touch. On two CPU devices Glow's step took 18,200 such page
+faults and 32 ms of kernel time per 80 ms step, the VAE's 27,900 (README, "Page faults between
+steps").
+
+`retain_freed_memory(mib)` raises both thresholds (glibc's `mallopt`), so allocations up to `mib`
+MiB come from the heap and up to `mib` MiB of freed heap stay mapped: the next step reuses them.
+It changes where memory comes from, never a value computed in it. The process keeps its peak heap
+as resident memory between steps.
+
+What the thresholds cannot reach: a buffer larger than 64 MiB requested from a thread other than the
+main one, which glibc always maps fresh and unmaps on free (DDPM's and RealNVP's per-device buffers,
+Glow's at width 128 and batch 64: 67,800-138,700 faults per step either way). For those configs
+(`train.huge_pages`), `restart_with_huge_pages` (genfam.main, before JAX starts) restarts the process
+once with glibc's `glibc.malloc.hugetlb=1` tunable, which glibc reads only at start: it asks the
+kernel for transparent huge pages on what it maps, so such a buffer is faulted in 2 MiB at a time
+instead of 4 KiB. It is per config because it costs the configs whose buffers stay mapped anyway:
+huge pages on the heap made Glow's and the VAE's steps slower (README, "Page faults between steps").
+"""
+import ctypes
+import functools
+import os
+import sys
+
+# train.malloc_retain_mib's default: above every step's buffers here (DDPM's 271 MiB per device).
+DEFAULT_MIB = 1024
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+@functools.cache
+def _libc():
+  """The C library's handle when it is glibc (it has mallopt and gnu_get_libc_version), else None."""
+  try:
+    libc = ctypes.CDLL(None)
+  except OSError:
+    return None
+  if not (hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version")):
+    return None
+  libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+  libc.mallopt.restype = ctypes.c_int
+  libc.gnu_get_libc_version.restype = ctypes.c_char_p
+  return libc
+
+
+def retain_freed_memory(mib: int) -> bool:
+  """Sets glibc's mmap threshold and trim threshold to `mib` MiB for the rest of the process.
+
+  Returns True when both took effect; False when `mib` is 0 (glibc's defaults stay), when the C
+  library is not glibc (macOS, musl: nothing to do), or when glibc refused the value. Call it
+  before the steps it should serve: buffers glibc already unmapped or trimmed are not brought back.
+  """
+  if mib <= 0:
+    return False
+  libc = _libc()
+  if libc is None:
+    return False
+  value = min(int(mib), 2**31 - 1 >> 20) << 20
+  return bool(libc.mallopt(M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(M_TRIM_THRESHOLD, value))
+
+
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def _transparent_huge_pages_on_request() -> bool:
+  """Whether the kernel gives transparent huge pages to memory that asks for them ('madvise'); with
+  'always' every large mapping already gets them, with 'never' none does."""
+  try:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+      return "[madvise]" in f.read()
+  except OSError:
+    return False
+
+
+def huge_pages_environment(environ) -> dict | None:
+  """`environ` with HUGE_PAGES_TUNABLE put first in GLIBC_TUNABLES, or None when a restart would
+  change nothing: not glibc 2.35 or later (older ones do not know the tunable), the kernel's
+  transparent huge pages not on request, or GLIBC_TUNABLES already setting glibc.malloc.hugetlb."""
+  libc = _libc()
+  if libc is None or not _transparent_huge_pages_on_request():
+    return None
+  major, minor = (int(p) for p in libc.gnu_get_libc_version().decode().split(".")[:2])
+  tunables = environ.get("GLIBC_TUNABLES", "")
+  if (major, minor) < (2, 35) or "glibc.malloc.hugetlb" in tunables:
+    return None
+  return dict(environ, GLIBC_TUNABLES=":".join(t for t in (HUGE_PAGES_TUNABLE, tunables) if t))
+
+
+def restart_with_huge_pages() -> None:
+  """Replaces this process by the same command (`sys.orig_argv`) with HUGE_PAGES_TUNABLE set, when
+  that changes something (`huge_pages_environment`); returns only when it does not. Call it before
+  anything is started that a restart would lose: threads, open workdirs, JAX's backend."""
+  environ = huge_pages_environment(os.environ)
+  if environ is None:
+    return
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, environ)
+
+
+def huge_pages_on() -> bool:
+  """Whether this process started with glibc's huge-page tunable on."""
+  return HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
+
+
+def describe(mib: int) -> str:
+  """One line on what this process does with freed host memory, for the run's log."""
+  if _libc() is None:
+    return "host memory: the C library's own malloc (not glibc)"
+  kept = (f"up to {mib} MiB of freed memory stays mapped (train.malloc_retain_mib)" if mib
+          else "glibc's own malloc thresholds (train.malloc_retain_mib=0)")
+  pages = "huge pages on request (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)" if huge_pages_on() else "4 KiB pages"
+  return f"host memory: {kept}; {pages}"
