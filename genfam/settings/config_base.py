@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (genfam/loop/host_memory.py); 0: glibc's defaults.
   c.train.malloc_retain_mib = host_memory.DEFAULT_MIB
   # genfam.main restarts once with glibc's huge-page tunable (host_memory.restart_with_huge_pages):
-  # on where a step's buffers exceed 64 MiB per device (configs/ddpm.py, configs/realnvp.py).
+  # on where a step's buffers exceed 64 MiB per device (configs/ddpm.py, configs/realnvp.py, configs/igpt.py).
   c.train.huge_pages = False
 
   c.optim = ml_collections.ConfigDict()
