@@ -41,6 +41,7 @@ what genfam's runs do by default (train.malloc_retain_mib: glibc keeps freed mem
 genfam/loop/host_memory.py); 0, the default, leaves glibc's defaults, as a PyTorch user has them.
 """
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -48,8 +49,6 @@ import resource
 import statistics
 import sys
 import time
-
-import importlib.util
 
 import torch
 

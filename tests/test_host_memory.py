@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from genfam.loop import host_memory
+from tests.conftest import REPO
 
 BLOCK_MIB = 48
 PAGES = BLOCK_MIB << 8   # 4 KiB pages in the block
@@ -35,11 +36,16 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
 """
 
 
+def _env_without_tunables() -> dict:
+  """This environment without GLIBC_TUNABLES: a child maps fresh memory in 4 KiB pages and starts
+  as genfam.main would be started by hand."""
+  return {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+
+
 def _faults_per_round(setup: str) -> float:
   code = PROBE.format(setup=setup, mib=BLOCK_MIB)
-  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}   # fresh mappings in 4 KiB pages
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=_env_without_tunables(), cwd=REPO)
   assert out.returncode == 0, out.stderr[-2000:]
   return float(out.stdout.strip().splitlines()[-1])
 
@@ -47,13 +53,7 @@ def _faults_per_round(setup: str) -> float:
 def _glibc_with_small_pages() -> bool:
   """glibc (mallopt exists) and transparent huge pages not forced on every mapping, where a 48 MiB
   mapping would fault in 2 MiB at a time and the default case could not be told apart."""
-  if host_memory._libc() is None:
-    return False
-  try:
-    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-      return "[always]" not in f.read()
-  except OSError:
-    return True
+  return host_memory._libc() is not None and host_memory.transparent_huge_pages_mode() != "always"
 
 
 needs_glibc = pytest.mark.skipif(not _glibc_with_small_pages(),
@@ -109,14 +109,13 @@ def test_huge_pages_environment_puts_the_tunable_first_once(monkeypatch):
 def test_main_restarts_once_with_huge_pages_where_the_config_asks(tmp_path):
   """genfam.main, started without the tunable, runs with it under train.huge_pages=True (where a
   restart changes anything here) and says so once; under False it neither restarts nor asks."""
-  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  env = _env_without_tunables()
   restarts = host_memory.huge_pages_environment(env) is not None
   for huge_pages in (True, False):
     proc = subprocess.run([sys.executable, "-m", "genfam.main", "--config=configs/independent.py:smoke",
                            f"--workdir={tmp_path / str(huge_pages)}", "--config.train.num_steps=1",
                            "--config.train.progress=False", f"--config.train.huge_pages={huge_pages}"],
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
-                          capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("host memory:")]
     assert len(lines) == 1, proc.stdout

@@ -21,7 +21,8 @@ Glow's at width 128 and batch 64: 67,800-138,700 faults per step either way). Fo
 once with glibc's `glibc.malloc.hugetlb=1` tunable, which glibc reads only at start: it asks the
 kernel for transparent huge pages on what it maps, so such a buffer is faulted in 2 MiB at a time
 instead of 4 KiB. It is per config because it costs the configs whose buffers stay mapped anyway:
-huge pages on the heap made Glow's and the VAE's steps slower (README, "Page faults between steps").
+with huge pages on the heap too, Glow's and the VAE's steps were no faster, or slower (README, "Page
+faults between steps").
 """
 import ctypes
 import functools
@@ -69,14 +70,19 @@ def retain_freed_memory(mib: int) -> bool:
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
-def _transparent_huge_pages_on_request() -> bool:
-  """Whether the kernel gives transparent huge pages to memory that asks for them ('madvise'); with
-  'always' every large mapping already gets them, with 'never' none does."""
+def transparent_huge_pages_mode() -> str | None:
+  """The kernel's transparent huge page mode: 'always' (every large mapping gets them), 'madvise'
+  (memory that asks for them does), 'never', or None where it cannot be read."""
   try:
     with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-      return "[madvise]" in f.read()
+      text = f.read()
   except OSError:
-    return False
+    return None
+  return next((m for m in ("always", "madvise", "never") if f"[{m}]" in text), None)
+
+
+def _transparent_huge_pages_on_request() -> bool:
+  return transparent_huge_pages_mode() == "madvise"
 
 
 def huge_pages_environment(environ) -> dict | None:
