@@ -135,7 +135,9 @@ def get_config(arg=None):
   c.train.num_steps = 2000
   c.train.log_every = 50
   c.train.checkpoint_every = 250
-  c.train.huge_pages = True           # its step's buffers (271 MiB per device) exceed what glibc keeps: README, "Page faults between steps"
+  # Its step's buffers (271 MiB per device) exceed what glibc keeps; used on glibc's malloc only
+  # (train.malloc="glibc", or jemalloc not installed): README, "Page faults between steps".
+  c.train.huge_pages = True
   c.train.eval_examples = 32          # evaluations during training use few images (the bound is costly)
 
   c.eval.batch_size = 25

@@ -67,7 +67,9 @@ Measured at depth 4 (2-core AVX-512 CPU):
   so 1.55-1.67x minGPT in images/s and 1.63-1.77x per matmul FLOP (93.6-95.4 vs 53.6-57.4
   GFLOP/s, both counted as PyTorch's FlopCounterMode counts), each side with its own host memory;
   with train.huge_pages (now on) and minGPT given the same host-memory settings, 13.5-13.8
-  against 12.3-12.6 images/s: 1.07-1.12x (README "Page faults between steps"). Blocked attention
+  against 12.3-12.6 images/s: 1.07-1.12x (README "Page faults between steps"); with jemalloc on
+  both sides (train.malloc, now the default) 13.3, 13.2 against 11.8, 11.5: 1.12-1.15x (README
+  "jemalloc instead of glibc's malloc"). Blocked attention
   (`nets.transformer.blocked_causal_attention`) skips the keys above the diagonal blocks and
   runs heads-major; query_block=0 (one jax.nn.dot_product_attention call, 151.7 GFLOP/step)
   ran 6.0 images/s in the same session. model.dtype=bfloat16 is slower (10.2 against 11.3
@@ -120,7 +122,9 @@ def get_config(arg=None):
   c.train.num_steps = 4000
   c.train.log_every = 50
   c.train.checkpoint_every = 250
-  c.train.huge_pages = True           # its step's buffers exceed what glibc keeps: README, "Page faults between steps"
+  # Its step's buffers exceed what glibc keeps; used on glibc's malloc only
+  # (train.malloc="glibc", or jemalloc not installed): README, "Page faults between steps".
+  c.train.huge_pages = True
   c.train.eval_examples = 500
 
   c.eval.batch_size = 32            # attention over 784 positions: [32, 4, 784, 784] floats per layer

@@ -105,6 +105,7 @@ def train_step_speed(config, steps: int) -> dict:
           # the kernel's share: pages faulted in (first touch of freshly mapped memory) and system time
           "minor_page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
           "system_seconds_per_step": (after.ru_stime - before.ru_stime) / steps,
+          "malloc": host_memory.malloc_in_use(),
           "malloc_retain_mib": config.train.malloc_retain_mib, "huge_pages": host_memory.huge_pages_on(),
           "tokens_per_s": batch * num_dims / seconds,
           "flops_per_step": flops, "flops_per_s": flops / seconds,
@@ -148,6 +149,7 @@ def run_settings() -> dict:
   except (OSError, subprocess.SubprocessError):
     commit = ""
   return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+          "malloc": host_memory.malloc_in_use(), "ld_preload": os.environ.get("LD_PRELOAD", ""),
           "cpus": sharding.usable_cores(),
           "devices": f"{jax.device_count()} x {jax.devices()[0].platform}", "jax": jax.__version__,
           "commit": commit or "unknown"}
@@ -160,12 +162,21 @@ def main():
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--out", default="benchmark_speed.json")
   args = parser.parse_args()
+  configs = {name: load_entry(name) for name in args.configs.split(",")}
+  # As genfam.main would start them, where the configs agree: one process has one malloc.
+  mallocs = {c.train.malloc for c in configs.values()}
+  huge_pages = {c.train.huge_pages for c in configs.values()}
+  if len(mallocs) == 1:
+    host_memory.restart_for(mallocs.pop(), len(huge_pages) == 1 and huge_pages.pop())
   peak = matmul_flops_per_s()
   peak_bf16 = matmul_flops_per_s(dtype=jnp.bfloat16)
   rows = {}
-  for name in args.configs.split(","):
-    config = load_entry(name)
-    if config.train.huge_pages != host_memory.huge_pages_on():
+  for name, config in configs.items():
+    wanted = config.train.malloc if host_memory.jemalloc_library() else "glibc"
+    if wanted != host_memory.malloc_in_use():
+      print(f"note: {name} has train.malloc={config.train.malloc!r}, this process runs "
+            f"{host_memory.malloc_in_use()}'s malloc: genfam.main would run it with {wanted}'s", flush=True)
+    elif wanted == "glibc" and config.train.huge_pages != host_memory.huge_pages_on():
       # glibc reads its tunables at start, so one process cannot follow each config's train.huge_pages
       print(f"note: {name} has train.huge_pages={config.train.huge_pages}, this process runs "
             f"{'with' if host_memory.huge_pages_on() else 'without'} GLIBC_TUNABLES=glibc.malloc.hugetlb=1: "

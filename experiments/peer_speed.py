@@ -39,6 +39,9 @@ glow; dim, batch for ddpm; depth, heads, width, dropout, batch for igpt). `--com
 wraps the model in torch.compile (inductor). `--malloc_retain_mib=1024` gives the peer
 what genfam's runs do by default (train.malloc_retain_mib: glibc keeps freed memory mapped,
 genfam/loop/host_memory.py); 0, the default, leaves glibc's defaults, as a PyTorch user has them.
+`--malloc=jemalloc` restarts the peer with jemalloc preloaded and configured as genfam.main starts
+genfam's runs by default (train.malloc; a preloaded jemalloc or tcmalloc is also what PyTorch's CPU
+tuning guides advise).
 """
 import argparse
 import importlib.util
@@ -53,14 +56,14 @@ import time
 import torch
 
 
-def retain_freed_memory(mib: int) -> bool:
-  """genfam's `host_memory.retain_freed_memory`, loaded from its file: the genfam package imports
-  JAX, which this environment does not have."""
+def host_memory():
+  """genfam's `host_memory` module, loaded from its file: the genfam package imports JAX, which
+  this environment does not have."""
   path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "genfam", "loop", "host_memory.py")
   spec = importlib.util.spec_from_file_location("host_memory", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.retain_freed_memory(mib)
+  return module
 
 
 def glow_step(args, opts):
@@ -182,14 +185,19 @@ def main():
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
   parser.add_argument("--malloc_retain_mib", type=int, default=0,
                       help="glibc keeps this many MiB of freed memory mapped, as genfam's runs do (0: glibc's defaults)")
+  parser.add_argument("--malloc", default="glibc", choices=("glibc", "jemalloc"),
+                      help="jemalloc: restart with it preloaded, as genfam.main does (train.malloc)")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
-  retained = retain_freed_memory(args.malloc_retain_mib)
+  memory = host_memory()
+  memory.restart_for(args.malloc, huge_pages=False)
+  retained = memory.retain_freed_memory(args.malloc_retain_mib) and memory.malloc_in_use() == "glibc"
   torch.set_num_threads(args.threads)
   rows = {entry: time_entry(args, entry) for entry in args.peers.split(",")}
   settings = {"torch": torch.__version__, "threads": torch.get_num_threads(), "compile": args.compile,
               "clip_ema": args.clip_ema, "steps": args.steps, "repeats": args.repeats,
-              "mkldnn": torch.backends.mkldnn.is_available(), "malloc_retain_mib": args.malloc_retain_mib if retained else 0}
+              "mkldnn": torch.backends.mkldnn.is_available(), "malloc_retain_mib": args.malloc_retain_mib if retained else 0,
+              "malloc": memory.malloc_in_use()}
   print("settings: " + ", ".join(f"{k} {v!r}" for k, v in settings.items()))
   print("| peer | batch | images/s (median) | matmul+conv GFLOP/step | GFLOP/s | page faults/step | kernel s/step |")
   print("|---|---|---:|---:|---:|---:|---:|")

@@ -91,8 +91,8 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   config = _CONFIG.value
   from genfam.loop import host_memory, sharding
-  if config.train.huge_pages:
-    host_memory.restart_with_huge_pages()   # before JAX starts: glibc reads its tunables only at start
+  # Before JAX starts: the loader reads LD_PRELOAD, and glibc its tunables, only at start.
+  host_memory.restart_for(config.train.malloc, config.train.huge_pages)
   xla_flags = sharding.add_xla_cpu_flags(config.train.xla_cpu_flags)
   cpu_devices = sharding.set_cpu_devices(config.train.cpu_devices,
                                          config.data.batch_size // max(_NUM_PROCESSES.value or 1, 1))
@@ -107,7 +107,7 @@ def main(argv):
   if jax.default_backend() == "cpu" and xla_flags:
     print(f"XLA:CPU flags: {xla_flags} (train.xla_cpu_flags)", flush=True)
   if jax.default_backend() == "cpu":
-    print(host_memory.describe(config.train.malloc_retain_mib), flush=True)
+    print(host_memory.describe(config.train.malloc_retain_mib, config.train.malloc), flush=True)
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

@@ -55,6 +55,8 @@ def test_a_missing_source_dir_is_refused_before_anything_runs(tmp_path):
      "error: --config.train.progress='maybe' is not true or false"),
     (["--config=configs/independent.py:smoke", "--config.data.batch_size=0"],
      "error: --config.data.batch_size=0 is not valid: it must be a positive integer"),
+    (["--config=configs/independent.py:smoke", "--config.train.malloc=tcmalloc"],
+     "error: --config.train.malloc='tcmalloc' is not valid: it must be one of 'jemalloc', 'glibc'"),
     (["--config=configs/nothere.py"], "error: config file 'configs/nothere.py' does not exist"),
 ])
 def test_cli_bad_values_are_one_line(tmp_path, args, message):

@@ -34,7 +34,7 @@ OBSERVING_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "tra
                   "train.max_train_seconds", "train.max_consecutive_nonfinite", "eval.", "sample.",
                   "data.data_dir", "data.allow_download",
                   "train.cpu_devices", "train.xla_cpu_flags",  # the same steps on another device split: equal up to float summation order
-                  "train.malloc_retain_mib", "train.huge_pages",  # where host memory comes from, not what is computed in it
+                  "train.malloc_retain_mib", "train.huge_pages", "train.malloc",  # where host memory comes from, not what is computed in it
                   "model.query_block",  # attention in other query blocks: the same function, equal up to float rounding
                   "diffusion.vlb_chunk")  # timesteps per network call in the bound: the same values
 

@@ -42,9 +42,13 @@ def base_config() -> ml_collections.ConfigDict:
   # thresholds), so each step reuses the last step's buffers instead of faulting fresh pages in
   # (genfam/loop/host_memory.py); 0: glibc's defaults.
   c.train.malloc_retain_mib = host_memory.DEFAULT_MIB
-  # genfam.main restarts once with glibc's huge-page tunable (host_memory.restart_with_huge_pages):
+  # genfam.main restarts once with glibc's huge-page tunable (host_memory.restart_for):
   # on where a step's buffers exceed 64 MiB per device (configs/ddpm.py, configs/realnvp.py, configs/igpt.py).
   c.train.huge_pages = False
+  # "jemalloc": genfam.main restarts once with jemalloc preloaded, which keeps freed buffers of every
+  # size for the next step, in huge pages (the two keys above then do nothing); where the library is
+  # missing, glibc's malloc with them. "glibc": glibc's malloc.
+  c.train.malloc = "jemalloc"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3

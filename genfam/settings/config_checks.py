@@ -9,6 +9,7 @@ import math
 import os
 
 from genfam.errors import GenfamError
+from genfam.loop import host_memory
 
 # key -> (test, what the value must be)
 _POSITIVE_INT = "a positive integer"
@@ -27,6 +28,8 @@ _RULES = {
     "train.max_consecutive_nonfinite": (lambda v: isinstance(v, int) and v > 0, _POSITIVE_INT),
     "train.malloc_retain_mib": (lambda v: isinstance(v, int) and v >= 0,
                                 _NON_NEGATIVE_INT + " of MiB (0: glibc's own malloc thresholds)"),
+    "train.malloc": (lambda v: v in host_memory.MALLOC_CHOICES,
+                     "one of " + ", ".join(repr(m) for m in host_memory.MALLOC_CHOICES)),
     "train.max_train_seconds": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0 (0: no limit)"),
     "optim.learning_rate": (lambda v: _number(v) and v > 0, "a positive number"),
     "optim.warmup_steps": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT),
