@@ -12,7 +12,9 @@ the first `--num_examples` test images exactly as `--mode=eval` does, after one
 untimed batch that compiles, and reports per bound: test images/s, the hours the
 whole test split would take at that rate, the bits/dim, and bfloat16's bits/dim
 minus float32's on the same images and noise (each draw uses the same keys).
-Markdown to stdout, JSON to --out. Nothing is written into the workdirs.
+Markdown to stdout, JSON to --out. Nothing is written into the workdirs. Like
+`genfam.main`, it first restarts itself under the runs' `train.malloc` (and `train.huge_pages`)
+where they agree (`genfam.loop.host_memory`), and records the allocator in its settings.
 """
 import argparse
 import json
@@ -21,7 +23,7 @@ import time
 import jax
 
 from experiments.benchmark_speed import parse_overrides, run_settings
-from genfam.loop import train
+from genfam.loop import host_memory, train
 from genfam.settings import config_files
 
 
@@ -75,6 +77,11 @@ def main():
   parser.add_argument("--out", default="", help="JSON output path")
   args = parser.parse_args()
   overrides = parse_overrides(args.set)
+  saved = [config_files.apply_overrides(c, overrides) for c in map(config_files.saved, args.workdirs) if c is not None]
+  mallocs = {c.train.get("malloc", host_memory.DEFAULT_MALLOC) for c in saved}
+  huge_pages = {c.train.get("huge_pages", False) for c in saved}
+  if len(mallocs) == 1:   # one process has one malloc
+    host_memory.restart_for(mallocs.pop(), len(huge_pages) == 1 and huge_pages.pop())
   rows = []
   for workdir in args.workdirs:
     reference = {}

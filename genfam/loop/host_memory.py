@@ -114,6 +114,7 @@ def huge_pages_environment(environ) -> dict | None:
 
 JEMALLOC = "jemalloc"   # libjemalloc.so.2
 MALLOC_CHOICES = ("jemalloc", "glibc")
+DEFAULT_MALLOC = "jemalloc"   # train.malloc's default, also for a config saved before the key existed
 # Freed memory is never purged (kept for the next step); what jemalloc maps asks for huge pages.
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 JEMALLOC_HUGE_PAGES = "thp:always"

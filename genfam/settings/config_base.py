@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "jemalloc": genfam.main restarts once with jemalloc preloaded, which keeps freed buffers of every
   # size for the next step, in huge pages (the two keys above then do nothing); where the library is
   # missing, glibc's malloc with them. "glibc": glibc's malloc.
-  c.train.malloc = "jemalloc"
+  c.train.malloc = host_memory.DEFAULT_MALLOC
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3
