@@ -78,10 +78,7 @@ def main():
   args = parser.parse_args()
   overrides = parse_overrides(args.set)
   saved = [config_files.apply_overrides(c, overrides) for c in map(config_files.saved, args.workdirs) if c is not None]
-  mallocs = {c.train.get("malloc", host_memory.DEFAULT_MALLOC) for c in saved}
-  huge_pages = {c.train.get("huge_pages", False) for c in saved}
-  if len(mallocs) == 1:   # one process has one malloc
-    host_memory.restart_for(mallocs.pop(), len(huge_pages) == 1 and huge_pages.pop())
+  host_memory.restart_for_configs(saved)   # as genfam.main --mode=eval would start them, where they agree
   rows = []
   for workdir in args.workdirs:
     reference = {}

@@ -163,16 +163,12 @@ def main():
   parser.add_argument("--out", default="benchmark_speed.json")
   args = parser.parse_args()
   configs = {name: load_entry(name) for name in args.configs.split(",")}
-  # As genfam.main would start them, where the configs agree: one process has one malloc.
-  mallocs = {c.train.malloc for c in configs.values()}
-  huge_pages = {c.train.huge_pages for c in configs.values()}
-  if len(mallocs) == 1:
-    host_memory.restart_for(mallocs.pop(), len(huge_pages) == 1 and huge_pages.pop())
+  host_memory.restart_for_configs(configs.values())   # as genfam.main would start them, where they agree
   peak = matmul_flops_per_s()
   peak_bf16 = matmul_flops_per_s(dtype=jnp.bfloat16)
   rows = {}
   for name, config in configs.items():
-    wanted = config.train.malloc if host_memory.jemalloc_library() else "glibc"
+    wanted = host_memory.malloc_for(config.train.malloc)
     if wanted != host_memory.malloc_in_use():
       print(f"note: {name} has train.malloc={config.train.malloc!r}, this process runs "
             f"{host_memory.malloc_in_use()}'s malloc: genfam.main would run it with {wanted}'s", flush=True)

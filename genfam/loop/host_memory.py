@@ -137,6 +137,12 @@ def jemalloc_conf() -> str:
   return ",".join([JEMALLOC_HUGE_PAGES] * huge + [JEMALLOC_CONF])
 
 
+def malloc_for(malloc: str) -> str:
+  """The malloc genfam.main runs a config with `train.malloc=malloc` under: 'jemalloc' where it
+  asks for it and the library is installed, else 'glibc'."""
+  return "jemalloc" if malloc == "jemalloc" and jemalloc_library() is not None else "glibc"
+
+
 def restart_environment(environ, malloc: str, huge_pages: bool) -> dict | None:
   """The environment genfam.main restarts in for a config's `train.malloc` and `train.huge_pages`,
   or None when a restart would change nothing.
@@ -147,7 +153,7 @@ def restart_environment(environ, malloc: str, huge_pages: bool) -> dict | None:
   it once: no second try). glibc's huge-page tunable is then moot. Otherwise (malloc="glibc", or
   jemalloc missing) that tunable where `huge_pages` asks (`huge_pages_environment`).
   """
-  if malloc == "jemalloc" and jemalloc_library() is not None:
+  if malloc_for(malloc) == "jemalloc":
     preloads = _preloads(environ)
     if any("jemalloc" in os.path.basename(p) for p in preloads):
       return None
@@ -166,6 +172,16 @@ def restart_for(malloc: str, huge_pages: bool) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, sys.orig_argv, environ)
+
+
+def restart_for_configs(configs) -> None:
+  """`restart_for` under the train.malloc and train.huge_pages that `configs` (a tool's several
+  runs) share, as genfam.main would start each; nothing where their mallocs differ, since one
+  process has one malloc. A config saved before a key existed gets its default."""
+  mallocs = {c.train.get("malloc", DEFAULT_MALLOC) for c in configs}
+  huge_pages = {c.train.get("huge_pages", False) for c in configs}
+  if len(mallocs) == 1:
+    restart_for(mallocs.pop(), huge_pages == {True})
 
 
 def malloc_in_use() -> str:
