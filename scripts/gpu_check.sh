@@ -9,6 +9,8 @@
 # into a temporary folder first). JEMALLOC_SO: a libjemalloc.so.2 to install (as root) after the first
 # run, so that genfam.main's default allocator restart is checked both ways. Each phase has its own
 # time limit (seconds: TESTS_S, BENCH_S) and writes its log to OUT_DIR.
+# The benchmark's default configs train on Fashion-MNIST: where the machine has no Debian package,
+# point GENFAM_FASHION_MNIST_DIR at a folder with its four IDX files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bash scripts/gpu_check.sh OUT_DIR [WHEEL_DIR]}
@@ -30,7 +32,8 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
   $PY -c "from genfam.loop import host_memory as h; print('jemalloc library before:', h.jemalloc_library())"
 } 2>&1 | tee "$out/versions.log"
 
-# genfam.main's default run without jemalloc on the machine: one line, then glibc's malloc.
+# genfam.main's default run without jemalloc on the machine, then with it: both must run (on a GPU
+# genfam.main prints no 'host memory:' line; the rc lines and the test bits/dim are the check).
 timeout 120 $PY -m genfam.main --config=configs/glow.py:smoke --workdir=/tmp/gpu_check/glow_glibc \
   > "$out/main_without_jemalloc.log" 2>&1; echo "rc=$?" >> "$out/main_without_jemalloc.log"
 
