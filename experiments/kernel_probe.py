@@ -4,6 +4,7 @@
   python -m experiments.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
   python -m experiments.kernel_probe --phases          # lax's dilated-input forms vs nets.phase_conv's
   python -m experiments.kernel_probe --pointwise --batch=32   # 1x1 convolutions: lax vs one matmul
+  python -m experiments.kernel_probe --conv_grads --batch=32  # a 3x3 convolution's forward, input and kernel gradient
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.kernel_probe --allreduce
 
 For each shape it times, forward and backward (value_and_grad of a sum, so
@@ -24,7 +25,11 @@ networks' layers whose lax form convolves a zero-dilated input, against
 stride-2 convolutions of its discriminator, the U-Net and the VAE (JAX's input gradient
 vs the phase one), at the default configs' shapes. With --pointwise it times Glow's 1x1
 convolutions as lax convolutions against `genfam.nets.matmul_conv.pointwise_conv` (one
-matmul, the form `Conv` uses on the CPU).
+matmul, the form `Conv` uses on the CPU). With --conv_grads it times the U-Net's 3x3
+stride-1 convolutions (lax's, float32) in three separate pieces: the forward product, the
+input gradient and the kernel gradient, each jitted alone, so that a slow library kernel
+shows which piece it is (run it under each XLA_FLAGS setting to compare XLA:CPU's
+YNNPACK and Eigen paths).
 
 With --allreduce it times data parallelism's gradient all-reduce across this process's
 devices: a psum (jax.shard_map) of a tuple of --arrays float32 arrays against one array
@@ -34,6 +39,7 @@ this shows what its CPU runtime pays per operand of that tuple.
 """
 import argparse
 import json
+import os
 import time
 
 import jax
@@ -145,6 +151,34 @@ def probe_pointwise(batch: int, reps: int) -> list[dict]:
   return time_pairs(layers, reps)
 
 
+# (name, H, Cin, Cout) of the 3x3 stride-1 convolutions of configs/ddpm.py's U-Net (32/64/64 channels;
+# the decoder's first convolution at each level reads the skip concatenated on channels)
+CONV_GRAD_LAYERS = (("U-Net 28x28, 32 -> 32", 28, 32, 32), ("U-Net decoder 28x28, 64 -> 32", 28, 64, 32),
+                    ("U-Net 14x14, 64 -> 64", 14, 64, 64), ("U-Net 7x7, 64 -> 64", 7, 64, 64))
+
+
+def probe_conv_grads(batch: int, reps: int) -> list[dict]:
+  """Each CONV_GRAD_LAYERS convolution's forward product, input gradient and kernel gradient
+  (each its own jitted call, float32), in ms and GFLOP/s (2 B H W 9 Cin Cout each)."""
+  rows = []
+  for name, size, cin, cout in CONV_GRAD_LAYERS:
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(keys[0], (batch, size, size, cin), jnp.float32)       # [B, H, W, Cin]
+    w = jax.random.normal(keys[1], (3, 3, cin, cout), jnp.float32) * 0.05        # [3, 3, Cin, Cout]
+    dy = jax.random.normal(keys[2], (batch, size, size, cout), jnp.float32)     # [B, H, W, Cout]
+    conv = lambda x, w: conv_xla(x, w, jnp.float32)  # noqa: E731
+    pieces = {"forward": (jax.jit(conv), (x, w)),
+              "input_grad": (jax.jit(lambda w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0]), (w, dy)),
+              "kernel_grad": (jax.jit(lambda x, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]), (x, dy))}
+    flops = 2 * batch * size * size * 9 * cin * cout
+    row = {"layer": name, "shape": f"{batch}x{size}x{size}x{cin} -> {cout}, 3x3"}
+    for piece, (fn, args) in pieces.items():
+      seconds = best_seconds(fn, *args, reps=reps)
+      row[f"{piece}_ms"], row[f"{piece}_gflops_per_s"] = 1e3 * seconds, flops / seconds / 1e9
+    rows.append(row)
+  return rows
+
+
 def probe_allreduce(num_arrays: int, num_floats: int, reps: int) -> dict:
   """Milliseconds of a psum over every device of `num_arrays` float32 arrays against one
   array, `num_floats` floats per device either way (the best of `reps` calls)."""
@@ -175,6 +209,8 @@ def main():
   parser.add_argument("--out", default="")
   parser.add_argument("--phases", action="store_true", help="time the dilated-input layers, lax vs phases")
   parser.add_argument("--pointwise", action="store_true", help="time Glow's 1x1 convolutions, lax vs a matmul")
+  parser.add_argument("--conv_grads", action="store_true",
+                      help="time the U-Net's 3x3 convolutions' forward, input gradient and kernel gradient apart")
   parser.add_argument("--allreduce", action="store_true",
                       help="time a psum of --arrays arrays against one array of --floats floats in all")
   parser.add_argument("--arrays", type=int, default=168)
@@ -187,6 +223,18 @@ def main():
     if args.out:
       with open(args.out, "w") as f:
         json.dump(r, f, indent=2)
+    return
+  if args.conv_grads:
+    rows = probe_conv_grads(args.batch, args.reps)
+    print(f"{jax.devices()[0].platform}; XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; float32, best of {args.reps}")
+    print("| layer | shape | forward ms (GFLOP/s) | input gradient | kernel gradient |\n|---|---|---:|---:|---:|")
+    for r in rows:
+      print(f"| {r['layer']} | {r['shape']} | " + " | ".join(
+          f"{r[p + '_ms']:.1f} ({r[p + '_gflops_per_s']:.0f})" for p in ("forward", "input_grad", "kernel_grad")) + " |")
+    if args.out:
+      with open(args.out, "w") as f:
+        json.dump({"device": jax.devices()[0].platform, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows},
+                  f, indent=2)
     return
   if args.phases or args.pointwise:
     rows = probe_phases(args.batch, args.reps) if args.phases else probe_pointwise(args.batch, args.reps)

@@ -1,4 +1,4 @@
-"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise / --allreduce run end to end on
+"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise / --conv_grads / --allreduce run end to end on
 tiny settings."""
 import json
 import subprocess
@@ -29,6 +29,12 @@ def test_layer_probes_time_every_layer_both_ways(probe, layers):
   rows = getattr(kernel_probe, probe)(batch=2, reps=1)
   assert [r["layer"] for r in rows] == [layer[0] for layer in getattr(kernel_probe, layers)]
   assert all(r["lax_ms"] > 0 and r["other_ms"] > 0 for r in rows)
+
+
+def test_conv_grads_probe_times_each_piece_of_every_layer():
+  rows = kernel_probe.probe_conv_grads(batch=1, reps=1)
+  assert [r["layer"] for r in rows] == [layer[0] for layer in kernel_probe.CONV_GRAD_LAYERS]
+  assert all(r[f"{p}_ms"] > 0 and r[f"{p}_gflops_per_s"] > 0 for r in rows for p in ("forward", "input_grad", "kernel_grad"))
 
 
 def test_the_readme_ynnpack_flag_is_known_to_this_jaxlib_and_keeps_the_gradient():
