@@ -6,6 +6,7 @@
   python -m experiments.kernel_probe --pointwise --batch=32   # 1x1 convolutions: lax vs one matmul
   python -m experiments.kernel_probe --conv_grads --batch=32  # a 3x3 convolution's forward, input and kernel gradient
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.kernel_probe --allreduce
+  python -m experiments.kernel_probe --dot_forms       # a dense layer's three products, fp32 vs bf16
 
 For each shape it times, forward and backward (value_and_grad of a sum, so
 the two gradient convolutions are included; 3x the forward FLOPs):
@@ -30,6 +31,18 @@ stride-1 convolutions (lax's, float32) in three separate pieces: the forward pro
 input gradient and the kernel gradient, each jitted alone, so that a slow library kernel
 shows which piece it is (run it under each XLA_FLAGS setting to compare XLA:CPU's
 YNNPACK and Eigen paths).
+
+With --dot_forms it times a dense layer's three products apart, each jitted alone, in
+float32 and bfloat16 (bf16 operands and output, as a Flax layer with dtype=bfloat16 computes
+them): the forward x @ w, the input gradient g @ w^T and the kernel gradient x^T @ g, the
+last both as the dot_general JAX's transpose rule emits (contracting the operands' major
+dimension M) and as an einsum over M split into 8 chunks ("cmk,cmn->kn"), which XLA lowers
+to a physical transpose of both operands and one canonical [K, M] @ [M, N] product. XLA:CPU
+hands a product to YNNPACK (whose bf16 kernels use AMX) only in that canonical form; it
+runs the others in float32 (measured on an AMX Xeon, JAX 0.11.2:
+experiments/results/throughput/amx/). Shapes: a 2048^3 product and the image-GPT's dense
+layers (M = batch 16 x 784 tokens). A product that reaches the AMX units runs several
+times faster in bfloat16 than in float32.
 
 With --allreduce it times data parallelism's gradient all-reduce across this process's
 devices: a psum (jax.shard_map) of a tuple of --arrays float32 arrays against one array
@@ -179,6 +192,45 @@ def probe_conv_grads(batch: int, reps: int) -> list[dict]:
   return rows
 
 
+# (name, M, K, N): x [M, K] @ w [K, N]
+DOT_SHAPES = (("square 2048", 2048, 2048, 2048), ("image-GPT qkv, 12544 x 128 -> 384", 12544, 128, 384),
+              ("image-GPT fc1, 12544 x 128 -> 512", 12544, 128, 512),
+              ("image-GPT fc2, 12544 x 512 -> 128", 12544, 512, 128))
+
+
+def chunked_kernel_grad(x, g, c: int = 8):  # x [M, K], g [M, N] -> x^T g [K, N], contracted over (chunk, row)
+  return jnp.einsum("cmk,cmn->kn", x.reshape(c, -1, x.shape[1]), g.reshape(c, -1, g.shape[1]))
+
+
+# form: (f(x, w, g), the two of x [M, K], w [K, N], g [M, N] it reads)
+DOT_FORMS = {"forward": (lambda x, w, g: jnp.dot(x, w), (0, 1)),
+             "input_grad": (lambda x, w, g: lax.dot_general(g, w, (((1,), (1,)), ((), ()))), (2, 1)),   # g w^T
+             "kernel_grad": (lambda x, w, g: lax.dot_general(x, g, (((0,), (0,)), ((), ()))), (0, 2)),  # x^T g
+             "kernel_grad_chunked": (lambda x, w, g: chunked_kernel_grad(x, g), (0, 2))}
+
+
+def probe_dot_forms(reps: int, shapes=DOT_SHAPES) -> list[dict]:
+  """Each DOT_SHAPES product's forward, input gradient and kernel gradient (2 M K N FLOPs each),
+  float32 and bfloat16, the kernel gradient also as a chunked einsum (a canonical product of
+  transposed operands): ms and GFLOP/s."""
+  forms = DOT_FORMS
+  rows = []
+  for name, m, k, n in shapes:
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    full = (jax.random.normal(keys[0], (m, k)), jax.random.normal(keys[1], (k, n)) / k ** 0.5,
+            jax.random.normal(keys[2], (m, n)))                   # x [M, K], w [K, N], g [M, N]
+    for dtype in (jnp.float32, jnp.bfloat16):
+      row = {"shape": name, "m": m, "k": k, "n": n, "dtype": jnp.dtype(dtype).name}
+      arrays = [a.astype(dtype) for a in full]
+      for form, (f, used) in forms.items():
+        fn = jax.jit(lambda a, b, f=f, used=used: f(*[(a if i == used[0] else b) if i in used else None
+                                                      for i in range(3)]))
+        seconds = best_seconds(fn, arrays[used[0]], arrays[used[1]], reps=reps)
+        row[f"{form}_ms"], row[f"{form}_gflops_per_s"] = 1e3 * seconds, 2 * m * k * n / seconds / 1e9
+      rows.append(row)
+  return rows
+
+
 def probe_allreduce(num_arrays: int, num_floats: int, reps: int) -> dict:
   """Milliseconds of a psum over every device of `num_arrays` float32 arrays against one
   array, `num_floats` floats per device either way (the best of `reps` calls)."""
@@ -211,6 +263,8 @@ def main():
   parser.add_argument("--pointwise", action="store_true", help="time Glow's 1x1 convolutions, lax vs a matmul")
   parser.add_argument("--conv_grads", action="store_true",
                       help="time the U-Net's 3x3 convolutions' forward, input gradient and kernel gradient apart")
+  parser.add_argument("--dot_forms", action="store_true",
+                      help="time a dense layer's forward, input and kernel gradient apart, fp32 vs bf16")
   parser.add_argument("--allreduce", action="store_true",
                       help="time a psum of --arrays arrays against one array of --floats floats in all")
   parser.add_argument("--arrays", type=int, default=168)
@@ -223,6 +277,20 @@ def main():
     if args.out:
       with open(args.out, "w") as f:
         json.dump(r, f, indent=2)
+    return
+  if args.dot_forms:
+    rows = probe_dot_forms(args.reps)
+    print(f"{jax.devices()[0].platform}; XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; best of {args.reps}; "
+          "ms (GFLOP/s)")
+    forms = ("forward", "input_grad", "kernel_grad", "kernel_grad_chunked")
+    print("| shape | dtype | " + " | ".join(forms) + " |\n|---|---|" + "---:|" * len(forms))
+    for r in rows:
+      print(f"| {r['shape']} | {r['dtype']} | " + " | ".join(
+          f"{r[f + '_ms']:.2f} ({r[f + '_gflops_per_s']:.0f})" for f in forms) + " |")
+    if args.out:
+      with open(args.out, "w") as f:
+        json.dump({"device": jax.devices()[0].platform, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows},
+                  f, indent=2)
     return
   if args.conv_grads:
     rows = probe_conv_grads(args.batch, args.reps)

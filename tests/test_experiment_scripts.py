@@ -1,8 +1,10 @@
-"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise / --conv_grads / --allreduce run end to end on
-tiny settings."""
+"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise / --conv_grads /
+--dot_forms / --allreduce run end to end on tiny settings."""
 import json
 import subprocess
 
+import jax
+import numpy as np
 import pytest
 
 from experiments import kernel_probe, mixed_precision
@@ -67,3 +69,13 @@ def test_the_allreduce_probe_times_both_forms_on_two_devices_and_refuses_one(tmp
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
   proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0 and "needs 2 or more devices" in proc.stderr
+
+
+def test_dot_forms_probe_times_every_form_and_the_chunked_kernel_gradient_is_the_kernel_gradient():
+  rows = kernel_probe.probe_dot_forms(reps=1, shapes=(("tiny", 48, 5, 3),))
+  assert [(r["shape"], r["dtype"]) for r in rows] == [("tiny", "float32"), ("tiny", "bfloat16")]
+  assert all(r[f"{f}_ms"] > 0 for r in rows for f in kernel_probe.DOT_FORMS)
+  x, g = jax.random.normal(jax.random.PRNGKey(0), (48, 5)), jax.random.normal(jax.random.PRNGKey(1), (48, 3))
+  for form in ("kernel_grad", "kernel_grad_chunked"):
+    f, _ = kernel_probe.DOT_FORMS[form]
+    np.testing.assert_allclose(f(x, None, g), x.T @ g, rtol=1e-5, atol=1e-5)

@@ -20,7 +20,10 @@ bfloat16 matrix units (AMX), which XLA's convolutions do not use; measured on th
 28x28, 3x3) it is slower than XLA's convolution in bfloat16 (57 vs 98 GFLOP/s at 64
 channels, 111 vs 128 at 128) and within 10% of it in float32, because XLA's bfloat16
 GEMMs with transposed operands (the backward pass) do not reach AMX either. The probe
-re-measures it on other machines.
+re-measures it on other machines. With the kernel gradient written as XLA does run on AMX
+(`nets.dense_products`), im2col in bf16 was still 1.2-2.6x slower than XLA's float32
+convolution at the U-Net's 28x28 shapes on an AMX Xeon
+(experiments/results/throughput/amx/, "Tried and not kept").
 """
 from typing import Any, Callable, Sequence
 

@@ -21,7 +21,9 @@ log2(K) bits per token). `query_block` > 0 computes the causal attention in
 blocks of query rows that skip the keys above the diagonal blocks (the same
 result, fewer FLOPs: worth it on a CPU); 0 is one call over the whole sequence.
 Residual stream, LayerNorms and logits are float32; `dtype` (float32 or
-bfloat16) is the dtype of the matmuls, attention and the key-value cache.
+bfloat16) is the dtype of the matmuls, attention and the key-value cache; in bfloat16 on
+a CPU with bf16 matrix instructions the dense layers' kernel gradients take the form XLA
+runs on AMX (`nets.dense_products`).
 Dropout (rate `dropout`, rng stream 'dropout', train=True only) acts on the
 embeddings and on each residual branch.
 
@@ -39,6 +41,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from genfam.nets import dense_products
 
 SAMPLERS = ("cached", "uncached")
 Cache = list  # [(k, v)] per layer, each [B, S, H, Dh] in the compute dtype
@@ -120,8 +124,10 @@ class SelfAttention(nn.Module):
     # No biases on q, k, v: a key bias has zero gradient (it adds q . b to every logit of a
     # query), so it would only drift with rounding noise; a value bias passes through the
     # softmax average unchanged and is the output projection's bias.
-    self.qkv = nn.DenseGeneral((3, self.num_heads, head_dim), use_bias=False, dtype=self.dtype, name="qkv")
-    self.out = nn.DenseGeneral(self.width, axis=(-2, -1), dtype=self.dtype, name="out")
+    dot = dense_products.for_dtype(self.dtype)
+    self.qkv = nn.DenseGeneral((3, self.num_heads, head_dim), use_bias=False, dtype=self.dtype, dot_general=dot,
+                               name="qkv")
+    self.out = nn.DenseGeneral(self.width, axis=(-2, -1), dtype=self.dtype, dot_general=dot, name="out")
 
   def __call__(self, x, mask):
     # x [B, T, W]; mask None (causal) or bool [B, 1, T, T] -> y [B, T, W], (k, v) each [B, T, H, Dh]
@@ -150,8 +156,9 @@ class Block(nn.Module):
   def setup(self):
     self.ln1, self.ln2 = nn.LayerNorm(name="ln1"), nn.LayerNorm(name="ln2")
     self.attn = SelfAttention(self.width, self.num_heads, self.dtype, self.query_block, name="attn")
-    self.fc1 = nn.Dense(self.mlp_ratio * self.width, dtype=self.dtype, name="fc1")
-    self.fc2 = nn.Dense(self.width, dtype=self.dtype, name="fc2")
+    dot = dense_products.for_dtype(self.dtype)
+    self.fc1 = nn.Dense(self.mlp_ratio * self.width, dtype=self.dtype, dot_general=dot, name="fc1")
+    self.fc2 = nn.Dense(self.width, dtype=self.dtype, dot_general=dot, name="fc2")
     self.drop = nn.Dropout(self.dropout)
 
   def _mlp(self, x):
@@ -203,7 +210,8 @@ class Transformer(nn.Module):
                          self.query_block, name=f"block_{i}")
                    for i in range(self.depth)]
     self.ln_f = nn.LayerNorm(name="ln_f")
-    self.head = nn.Dense(self.num_tokens, dtype=self.dtype, name="head",
+    self.head = nn.Dense(self.num_tokens, dtype=self.dtype, dot_general=dense_products.for_dtype(self.dtype),
+                         name="head",
                          kernel_init=nn.initializers.zeros if self.zero_head else nn.linear.default_kernel_init)
     self.drop = nn.Dropout(self.dropout)
 
