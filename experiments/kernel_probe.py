@@ -36,7 +36,7 @@ With --dot_forms it times a dense layer's three products apart, each jitted alon
 float32 and bfloat16 (bf16 operands and output, as a Flax layer with dtype=bfloat16 computes
 them): the forward x @ w, the input gradient g @ w^T and the kernel gradient x^T @ g, the
 last both as the dot_general JAX's transpose rule emits (contracting the operands' major
-dimension M) and as an einsum over M split into 8 chunks ("cmk,cmn->kn"), which XLA lowers
+dimension M) and as genfam's einsum over M split into 8 chunks (nets.dense_products), which XLA lowers
 to a physical transpose of both operands and one canonical [K, M] @ [M, N] product. XLA:CPU
 hands a product to YNNPACK (whose bf16 kernels use AMX) only in that canonical form; it
 runs the others in float32 (measured on an AMX Xeon, JAX 0.11.2:
@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from genfam.nets import matmul_conv, phase_conv
+from genfam.nets import dense_products, matmul_conv, phase_conv
 from genfam.nets.conv_transpose import conv_transpose
 
 
@@ -198,15 +198,12 @@ DOT_SHAPES = (("square 2048", 2048, 2048, 2048), ("image-GPT qkv, 12544 x 128 ->
               ("image-GPT fc2, 12544 x 512 -> 128", 12544, 512, 128))
 
 
-def chunked_kernel_grad(x, g, c: int = 8):  # x [M, K], g [M, N] -> x^T g [K, N], contracted over (chunk, row)
-  return jnp.einsum("cmk,cmn->kn", x.reshape(c, -1, x.shape[1]), g.reshape(c, -1, g.shape[1]))
-
-
 # form: (f(x, w, g), the two of x [M, K], w [K, N], g [M, N] it reads)
 DOT_FORMS = {"forward": (lambda x, w, g: jnp.dot(x, w), (0, 1)),
              "input_grad": (lambda x, w, g: lax.dot_general(g, w, (((1,), (1,)), ((), ()))), (2, 1)),   # g w^T
              "kernel_grad": (lambda x, w, g: lax.dot_general(x, g, (((0,), (0,)), ((), ()))), (0, 2)),  # x^T g
-             "kernel_grad_chunked": (lambda x, w, g: chunked_kernel_grad(x, g), (0, 2))}
+             # genfam's form (nets.dense_products), returned in the operands' dtype like the others
+             "kernel_grad_chunked": (lambda x, w, g: dense_products.kernel_grad(x, g, x.dtype), (0, 2))}
 
 
 def probe_dot_forms(reps: int, shapes=DOT_SHAPES) -> list[dict]:
@@ -229,6 +226,14 @@ def probe_dot_forms(reps: int, shapes=DOT_SHAPES) -> list[dict]:
         row[f"{form}_ms"], row[f"{form}_gflops_per_s"] = 1e3 * seconds, 2 * m * k * n / seconds / 1e9
       rows.append(row)
   return rows
+
+
+def write_rows(path: str, rows: list[dict]):
+  """The probe's rows as JSON at `path` (nothing when empty), with the platform and XLA_FLAGS."""
+  if path:
+    with open(path, "w") as f:
+      json.dump({"device": jax.devices()[0].platform, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows},
+                f, indent=2)
 
 
 def probe_allreduce(num_arrays: int, num_floats: int, reps: int) -> dict:
@@ -287,10 +292,7 @@ def main():
     for r in rows:
       print(f"| {r['shape']} | {r['dtype']} | " + " | ".join(
           f"{r[f + '_ms']:.2f} ({r[f + '_gflops_per_s']:.0f})" for f in forms) + " |")
-    if args.out:
-      with open(args.out, "w") as f:
-        json.dump({"device": jax.devices()[0].platform, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows},
-                  f, indent=2)
+    write_rows(args.out, rows)
     return
   if args.conv_grads:
     rows = probe_conv_grads(args.batch, args.reps)
@@ -299,10 +301,7 @@ def main():
     for r in rows:
       print(f"| {r['layer']} | {r['shape']} | " + " | ".join(
           f"{r[p + '_ms']:.1f} ({r[p + '_gflops_per_s']:.0f})" for p in ("forward", "input_grad", "kernel_grad")) + " |")
-    if args.out:
-      with open(args.out, "w") as f:
-        json.dump({"device": jax.devices()[0].platform, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows},
-                  f, indent=2)
+    write_rows(args.out, rows)
     return
   if args.phases or args.pointwise:
     rows = probe_phases(args.batch, args.reps) if args.phases else probe_pointwise(args.batch, args.reps)

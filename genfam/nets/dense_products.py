@@ -40,7 +40,8 @@ from jax import lax
 CHUNKS = (8, 4, 2)   # the first that divides M; 8 also splits evenly over 2, 4 or 8 data-parallel devices
 
 
-def _kernel_grad(x, g, accumulate):  # x [M, K], g [M, N] -> x^T g [K, N] in `accumulate`
+def kernel_grad(x, g, accumulate):  # x [M, K], g [M, N] -> x^T g [K, N] in `accumulate`
+  """The kernel gradient x^T g of a dense layer, as the chunked einsum (module docstring)."""
   m = x.shape[0]
   c = next((c for c in CHUNKS if m % c == 0), 0)
   if not c:                            # odd M: JAX's own form
@@ -67,7 +68,7 @@ def _matmul_bwd(out_dtype, residuals, g):  # g [M, N] in out_dtype
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   g = g.astype(x.dtype)
   dx = jnp.dot(g, w.T, preferred_element_type=accumulate).astype(x.dtype)   # [M, K]
-  dw = _kernel_grad(x, g, accumulate).astype(w.dtype)                      # [K, N]
+  dw = kernel_grad(x, g, accumulate).astype(w.dtype)                      # [K, N]
   return dx, dw
 
 
