@@ -7,6 +7,7 @@
   python -m experiments.kernel_probe --conv_grads --batch=32  # a 3x3 convolution's forward, input and kernel gradient
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.kernel_probe --allreduce
   python -m experiments.kernel_probe --dot_forms       # a dense layer's three products, fp32 vs bf16
+  python -m experiments.kernel_probe --attention_forms # the blocked attention's batched products, fp32 vs bf16
 
 For each shape it times, forward and backward (value_and_grad of a sum, so
 the two gradient convolutions are included; 3x the forward FLOPs):
@@ -44,6 +45,14 @@ experiments/results/throughput/amx/). Shapes: a 2048^3 product and the image-GPT
 layers (M = batch 16 x 784 tokens). A product that reaches the AMX units runs several
 times faster in bfloat16 than in float32.
 
+With --attention_forms it does the same for the image-GPT's blocked attention (one block of
+196 query rows against 196 and 784 keys, 4 heads of 32, batch 16): the three kinds of batched
+product its forward and backward pass compute (logits q k^T and g v^T contracting both operands'
+last dimension; p v and g k, canonical; the key and value gradients g^T q and p^T g contracting
+both operands' first non-batch dimension), the two non-canonical kinds also as an einsum over
+the contracted dimension split in chunks, and reports for each the operand types of the dot XLA
+compiled: 'f32 x f32' for a bfloat16 product means XLA converted it and runs it in float32.
+
 With --allreduce it times data parallelism's gradient all-reduce across this process's
 devices: a psum (jax.shard_map) of a tuple of --arrays float32 arrays against one array
 of the same total size (--floats; the defaults are Glow's gradient: 168 parameter arrays,
@@ -53,6 +62,7 @@ this shows what its CPU runtime pays per operand of that tuple.
 import argparse
 import json
 import os
+import re
 import time
 
 import jax
@@ -228,6 +238,68 @@ def probe_dot_forms(reps: int, shapes=DOT_SHAPES) -> list[dict]:
   return rows
 
 
+# (name, B, H, Tq, Tk, Dh): one block of query rows of the image-GPT's blocked attention
+# (batch 16, 4 heads of 32, query_block 196: the first block's 196 keys and the last one's 784)
+ATTENTION_SHAPES = (("image-GPT first block, 196 keys", 16, 4, 196, 196, 32),
+                    ("image-GPT last block, 784 keys", 16, 4, 196, 784, 32))
+
+
+def _split(x, axis: int, chunks: int):  # [..., n, ...] -> [..., chunks, n / chunks, ...]
+  return x.reshape(x.shape[:axis] + (chunks, x.shape[axis] // chunks) + x.shape[axis + 1:])
+
+
+# form: (f(a, b) -> [B, H, ., .] in the operands' dtype, accumulated in float32, and the operand
+# shapes it takes, from (Tq, Tk, Dh)). The attention's forward and backward pass use three
+# kinds of batched product: a b^T contracting both operands' last dimension (the logits q k^T
+# and the probabilities' gradient g v^T), the canonical a b (probabilities times values, and
+# the queries' gradient), and a^T b contracting both operands' first non-batch dimension (the
+# keys' and values' gradients). Each non-canonical kind is timed as JAX writes it and as an
+# einsum over its contracted dimension split in chunks (as nets.dense_products' kernel gradient).
+ATTENTION_FORMS = {
+    "scores": (lambda a, b: jnp.einsum("bhqd,bhkd->bhqk", a, b, preferred_element_type=jnp.float32),
+               lambda tq, tk, d: ((tq, d), (tk, d))),
+    "scores_chunked": (lambda a, b: jnp.einsum("bhqcd,bhkcd->bhqk", _split(a, 3, 2), _split(b, 3, 2),
+                                               preferred_element_type=jnp.float32),
+                       lambda tq, tk, d: ((tq, d), (tk, d))),
+    "mix": (lambda a, b: jnp.einsum("bhqk,bhkd->bhqd", a, b, preferred_element_type=jnp.float32),
+            lambda tq, tk, d: ((tq, tk), (tk, d))),
+    "transposed": (lambda a, b: jnp.einsum("bhqk,bhqd->bhkd", a, b, preferred_element_type=jnp.float32),
+                   lambda tq, tk, d: ((tq, tk), (tq, d))),
+    "transposed_chunked": (lambda a, b: jnp.einsum("bhcqk,bhcqd->bhkd", _split(a, 2, 4), _split(b, 2, 4),
+                                                   preferred_element_type=jnp.float32),
+                           lambda tq, tk, d: ((tq, tk), (tq, d))),
+}
+
+
+def dot_operand_dtypes(hlo_text: str) -> list[str]:
+  """The element types of every dot's two operands in optimized HLO text ('bf16 x bf16', ...)."""
+  types = {}
+  for line in hlo_text.splitlines():
+    m = re.match(r"^\s*(?:ROOT )?%(\S+) = (\w+)\[", line)
+    if m:
+      types[m.group(1)] = m.group(2)
+  return [f"{types[a]} x {types[b]}" for a, b in re.findall(r" dot\(%([^,\s]+), %([^,\s)]+)\)", hlo_text)]
+
+
+def probe_attention_forms(reps: int, shapes=ATTENTION_SHAPES) -> list[dict]:
+  """The blocked attention's batched products (ATTENTION_FORMS, 2 B H Tq Tk Dh FLOPs each) at
+  ATTENTION_SHAPES, float32 and bfloat16, each jitted alone: ms, GFLOP/s and the operand types
+  of the compiled dot (a bf16 product XLA:CPU runs in float32 shows 'f32 x f32')."""
+  rows = []
+  for name, b, h, tq, tk, d in shapes:
+    for dtype in (jnp.float32, jnp.bfloat16):
+      row = {"shape": name, "b": b, "h": h, "tq": tq, "tk": tk, "d": d, "dtype": jnp.dtype(dtype).name}
+      for form, (f, operand_shapes) in ATTENTION_FORMS.items():
+        keys = jax.random.split(jax.random.PRNGKey(0), 2)
+        args = [jax.random.normal(key, (b, h) + s).astype(dtype) for key, s in zip(keys, operand_shapes(tq, tk, d))]
+        fn = jax.jit(lambda x, y, f=f: f(x, y).astype(x.dtype))
+        seconds = best_seconds(fn, *args, reps=reps)
+        row[f"{form}_ms"], row[f"{form}_gflops_per_s"] = 1e3 * seconds, 2 * b * h * tq * tk * d / seconds / 1e9
+        row[f"{form}_dot_operands"] = dot_operand_dtypes(fn.lower(*args).compile().as_text())
+      rows.append(row)
+  return rows
+
+
 def write_rows(path: str, rows: list[dict]):
   """The probe's rows as JSON at `path` (nothing when empty), with the platform and XLA_FLAGS."""
   if path:
@@ -270,6 +342,8 @@ def main():
                       help="time the U-Net's 3x3 convolutions' forward, input gradient and kernel gradient apart")
   parser.add_argument("--dot_forms", action="store_true",
                       help="time a dense layer's forward, input and kernel gradient apart, fp32 vs bf16")
+  parser.add_argument("--attention_forms", action="store_true",
+                      help="time the blocked attention's batched products apart, fp32 vs bf16")
   parser.add_argument("--allreduce", action="store_true",
                       help="time a psum of --arrays arrays against one array of --floats floats in all")
   parser.add_argument("--arrays", type=int, default=168)
@@ -292,6 +366,17 @@ def main():
     for r in rows:
       print(f"| {r['shape']} | {r['dtype']} | " + " | ".join(
           f"{r[f + '_ms']:.2f} ({r[f + '_gflops_per_s']:.0f})" for f in forms) + " |")
+    write_rows(args.out, rows)
+    return
+  if args.attention_forms:
+    rows = probe_attention_forms(args.reps)
+    print(f"{jax.devices()[0].platform}; XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; best of {args.reps}; "
+          "ms (GFLOP/s), [dot operand types as compiled]")
+    print("| shape | dtype | " + " | ".join(ATTENTION_FORMS) + " |\n|---|---|" + "---:|" * len(ATTENTION_FORMS))
+    for r in rows:
+      print(f"| {r['shape']} | {r['dtype']} | " + " | ".join(
+          f"{r[f + '_ms']:.2f} ({r[f + '_gflops_per_s']:.0f}) [{', '.join(r[f + '_dot_operands'])}]"
+          for f in ATTENTION_FORMS) + " |")
     write_rows(args.out, rows)
     return
   if args.conv_grads:

@@ -4,6 +4,7 @@ import json
 import subprocess
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -79,3 +80,53 @@ def test_dot_forms_probe_times_every_form_and_the_chunked_kernel_gradient_is_the
   for form in ("kernel_grad", "kernel_grad_chunked"):
     f, _ = kernel_probe.DOT_FORMS[form]
     np.testing.assert_allclose(f(x, None, g), x.T @ g, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_forms_probe_times_every_form_and_the_chunked_forms_equal_the_written_ones():
+  rows = kernel_probe.probe_attention_forms(reps=1, shapes=(("tiny", 2, 3, 8, 12, 4),))
+  assert [(r["shape"], r["dtype"]) for r in rows] == [("tiny", "float32"), ("tiny", "bfloat16")]
+  for r in rows:
+    for form in kernel_probe.ATTENTION_FORMS:
+      assert r[f"{form}_ms"] > 0
+      assert len(r[f"{form}_dot_operands"]) == 1                   # one compiled dot per product
+  assert rows[0]["scores_dot_operands"] == ["f32 x f32"]
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  q, k = jax.random.normal(keys[0], (2, 3, 8, 4)), jax.random.normal(keys[1], (2, 3, 12, 4))
+  s = jax.random.normal(keys[2], (2, 3, 8, 12))
+  forms = {name: f for name, (f, _) in kernel_probe.ATTENTION_FORMS.items()}
+  np.testing.assert_allclose(forms["scores_chunked"](q, k), np.einsum("bhqd,bhkd->bhqk", q, k), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(forms["transposed_chunked"](s, q), np.einsum("bhqk,bhqd->bhkd", s, q),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(forms["mix"](s, k), np.einsum("bhqk,bhkd->bhqd", s, k), rtol=1e-5, atol=1e-5)
+
+
+def test_dot_operand_dtypes_reads_each_dot_of_optimized_hlo():
+  f = jax.jit(lambda a, b, c: (jnp.dot(a, b), jnp.dot(c, c)))
+  a, b = jnp.ones((8, 16)), jnp.ones((16, 8))
+  with jax.enable_x64(True):
+    c = jnp.ones((16, 16), jnp.float64)
+    assert sorted(kernel_probe.dot_operand_dtypes(f.lower(a, b, c).compile().as_text())) == ["f32 x f32", "f64 x f64"]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_amx_attention_check_products_equal_blocked_attention_with_gradients(jit):
+  """experiments/results/throughput/amx/igpt_step.py's +chunked_attention mode computes the same
+  attention and gradients as nets.transformer.blocked_causal_attention (float64, exact up to rounding)."""
+  import importlib.util
+  import pathlib
+  from genfam.nets import transformer
+  path = pathlib.Path(__file__).parents[1] / "experiments/results/throughput/amx/igpt_step.py"
+  spec = importlib.util.spec_from_file_location("amx_igpt_step", path)
+  igpt_step = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(igpt_step)
+  with jax.enable_x64(True):
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    q, k, v, w = (jax.random.normal(key, (2, 12, 3, 8), jnp.float64) for key in keys)
+
+    def loss(attention):
+      return lambda q, k, v: jnp.sum(attention(q, k, v, None, 4) * w)
+    grad = (jax.jit if jit else lambda f: f)(jax.value_and_grad(loss(igpt_step.chunked_blocked_attention), (0, 1, 2)))
+    want = jax.value_and_grad(loss(transformer.blocked_causal_attention), (0, 1, 2))(q, k, v)
+    got = grad(q, k, v)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -78,7 +78,15 @@ def causal_attention(q, k, v, mask=None, query_block: int = 0):
   return blocked_causal_attention(q, k, v, mask, query_block)
 
 
-def blocked_causal_attention(q, k, v, mask, query_block: int):
+def logits_product(q, k):  # q [B, H, M, Dh], k [B, H, N, Dh] -> q k^T [B, H, M, N], float32 accumulation
+  return jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.promote_types(q.dtype, jnp.float32))
+
+
+def mix_product(p, v):  # p [B, H, M, N], v [B, H, N, Dh] -> p v [B, H, M, Dh] in v's dtype
+  return jnp.einsum("bhqk,bhkd->bhqd", p, v)
+
+
+def blocked_causal_attention(q, k, v, mask, query_block: int, products=(logits_product, mix_product)):
   """Causal attention in blocks of `query_block` query rows: the block of rows a..b-1
   attends to keys 0..b-1 only (about half the products of one call at many blocks).
 
@@ -94,7 +102,8 @@ def blocked_causal_attention(q, k, v, mask, query_block: int):
   (166-181 ms each of a 1974 ms step; `python -m experiments.profile_step
   --configs=igpt@model.depth=4`, query_block=56). Heads-major, the step runs 1.23-1.31x
   faster at that block size, and layout copies are 15% of its operation time at
-  query_block=196 (the config's default) where they were 39%.
+  query_block=196 (the config's default) where they were 39%. `products` are the two batched
+  products (`logits_product`, `mix_product` or another form of the same maths).
   """
   seq, head_dim = q.shape[1], q.shape[-1]
   acc = jnp.promote_types(q.dtype, jnp.float32)
@@ -104,11 +113,11 @@ def blocked_causal_attention(q, k, v, mask, query_block: int):
   out = []
   for a in range(0, seq, query_block):
     b = min(a + query_block, seq)
-    logits = jnp.einsum("bhqd,bhkd->bhqk", qh[:, :, a:b], kh[:, :, :b], preferred_element_type=acc) * scale
+    logits = products[0](qh[:, :, a:b], kh[:, :, :b]) * scale
     allowed = rows[a:b, None] >= rows[None, :b] if mask is None else mask[:, :, a:b, :b]   # [.., b - a, b]
     logits = jnp.where(allowed, logits, jnp.asarray(-0.7 * jnp.finfo(jnp.float32).max, acc))
     probs = jax.nn.softmax(logits, axis=-1).astype(k.dtype)
-    out.append(jnp.einsum("bhqk,bhkd->bhqd", probs, vh[:, :, :b]))              # [B, H, b - a, Dh]
+    out.append(products[1](probs, vh[:, :, :b]))                                  # [B, H, b - a, Dh]
   return jnp.swapaxes(jnp.concatenate(out, axis=2), 1, 2)
 
 
