@@ -244,30 +244,54 @@ ATTENTION_SHAPES = (("image-GPT first block, 196 keys", 16, 4, 196, 196, 32),
                     ("image-GPT last block, 784 keys", 16, 4, 196, 784, 32))
 
 
+def _accumulate(a):  # float32 accumulation (float64 stays float64)
+  return jnp.promote_types(a.dtype, jnp.float32)
+
+
 def _split(x, axis: int, chunks: int):  # [..., n, ...] -> [..., chunks, n / chunks, ...]
   return x.reshape(x.shape[:axis] + (chunks, x.shape[axis] // chunks) + x.shape[axis + 1:])
 
 
-# form: (f(a, b) -> [B, H, ., .] in the operands' dtype, accumulated in float32, and the operand
-# shapes it takes, from (Tq, Tk, Dh)). The attention's forward and backward pass use three
-# kinds of batched product: a b^T contracting both operands' last dimension (the logits q k^T
-# and the probabilities' gradient g v^T), the canonical a b (probabilities times values, and
-# the queries' gradient), and a^T b contracting both operands' first non-batch dimension (the
-# keys' and values' gradients). Each non-canonical kind is timed as JAX writes it and as an
-# einsum over its contracted dimension split in chunks (as nets.dense_products' kernel gradient).
+def batched_nt(a, b):  # a [B, H, M, D], b [B, H, N, D] -> a b^T [B, H, M, N], accumulated
+  """a b^T, both operands contracting their last dimension, as JAX writes it."""
+  return jnp.einsum("bhmd,bhnd->bhmn", a, b, preferred_element_type=_accumulate(a))
+
+
+def batched_nt_chunked(a, b):  # a [B, H, M, D], b [B, H, N, D] -> a b^T [B, H, M, N], accumulated
+  """a b^T as an einsum over D split in 2 chunks (1 for odd D): XLA then lowers it to a
+  transpose of b and one canonical product."""
+  c = 2 if a.shape[3] % 2 == 0 else 1
+  return jnp.einsum("bhmcd,bhncd->bhmn", _split(a, 3, c), _split(b, 3, c), preferred_element_type=_accumulate(a))
+
+
+def batched_nn(a, b):  # a [B, H, M, K], b [B, H, K, N] -> a b [B, H, M, N], accumulated (canonical)
+  return jnp.einsum("bhmk,bhkn->bhmn", a, b, preferred_element_type=_accumulate(a))
+
+
+def batched_tn(a, b):  # a [B, H, K, M], b [B, H, K, N] -> a^T b [B, H, M, N], accumulated
+  """a^T b, both operands contracting their first non-batch dimension, as JAX writes it."""
+  return jnp.einsum("bhkm,bhkn->bhmn", a, b, preferred_element_type=_accumulate(a))
+
+
+def batched_tn_chunked(a, b):  # a [B, H, K, M], b [B, H, K, N] -> a^T b [B, H, M, N], accumulated
+  """a^T b as an einsum over K split in the first of 4, 2, 1 chunks that divides it: XLA then
+  lowers it to a transpose of a and one canonical product (as nets.dense_products' kernel gradient)."""
+  c = next(c for c in (4, 2, 1) if a.shape[2] % c == 0)
+  return jnp.einsum("bhckm,bhckn->bhmn", _split(a, 2, c), _split(b, 2, c), preferred_element_type=_accumulate(a))
+
+
+# form: (f(a, b) -> [B, H, ., .] accumulated in float32, and the operand shapes it takes, from
+# (Tq, Tk, Dh)). The attention's forward and backward pass use three kinds of batched product:
+# a b^T contracting both operands' last dimension (the logits q k^T and the probabilities'
+# gradient g v^T), the canonical a b (probabilities times values, and the queries' gradient),
+# and a^T b contracting both operands' first non-batch dimension (the keys' and values'
+# gradients). Each non-canonical kind is timed as JAX writes it and chunked.
 ATTENTION_FORMS = {
-    "scores": (lambda a, b: jnp.einsum("bhqd,bhkd->bhqk", a, b, preferred_element_type=jnp.float32),
-               lambda tq, tk, d: ((tq, d), (tk, d))),
-    "scores_chunked": (lambda a, b: jnp.einsum("bhqcd,bhkcd->bhqk", _split(a, 3, 2), _split(b, 3, 2),
-                                               preferred_element_type=jnp.float32),
-                       lambda tq, tk, d: ((tq, d), (tk, d))),
-    "mix": (lambda a, b: jnp.einsum("bhqk,bhkd->bhqd", a, b, preferred_element_type=jnp.float32),
-            lambda tq, tk, d: ((tq, tk), (tk, d))),
-    "transposed": (lambda a, b: jnp.einsum("bhqk,bhqd->bhkd", a, b, preferred_element_type=jnp.float32),
-                   lambda tq, tk, d: ((tq, tk), (tq, d))),
-    "transposed_chunked": (lambda a, b: jnp.einsum("bhcqk,bhcqd->bhkd", _split(a, 2, 4), _split(b, 2, 4),
-                                                   preferred_element_type=jnp.float32),
-                           lambda tq, tk, d: ((tq, tk), (tq, d))),
+    "scores": (batched_nt, lambda tq, tk, d: ((tq, d), (tk, d))),
+    "scores_chunked": (batched_nt_chunked, lambda tq, tk, d: ((tq, d), (tk, d))),
+    "mix": (batched_nn, lambda tq, tk, d: ((tq, tk), (tk, d))),
+    "transposed": (batched_tn, lambda tq, tk, d: ((tq, tk), (tq, d))),
+    "transposed_chunked": (batched_tn_chunked, lambda tq, tk, d: ((tq, tk), (tq, d))),
 }
 
 

@@ -8,9 +8,9 @@ Each argument is a product dtype, as genfam picks the dense layers' products for
 Flax's default lax.dot_general / `dense_products.dot_general` for them, or with
 '+chunked_attention' the attention's batched products (forward and backward) written so that each
 one reaches XLA in canonical form (`chunked_blocked_attention` below: the non-canonical ones as
-einsums over their contracted dimension split in chunks, as dense_products' kernel gradient). 4 blocks, 4 heads, width 128, 784
-tokens, batch 16, query_block 196 (`igpt@model.depth=4`'s network); 4 timed steps after 2
-compiling ones. Run with PYTHONPATH at the repository root.
+the chunked einsums `kernel_probe --attention_forms` times, as dense_products' kernel gradient).
+4 blocks, 4 heads, width 128, 784 tokens, batch 16, query_block 196 (`igpt@model.depth=4`'s
+network); 4 timed steps after 2 compiling ones. Run with PYTHONPATH at the repository root.
 """
 import functools
 import sys
@@ -20,37 +20,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from experiments.kernel_probe import batched_nn, batched_nt_chunked, batched_tn_chunked
 from genfam.nets import dense_products, transformer
-
-
-def _acc(a):  # float32 accumulation (float64 stays float64)
-  return jnp.promote_types(a.dtype, jnp.float32)
-
-
-def _nt(a, b):  # a [B, H, M, D], b [B, H, N, D] -> a b^T [B, H, M, N] accumulated, D in 2 chunks
-  split = lambda x: x.reshape(x.shape[:3] + (2, x.shape[3] // 2))  # noqa: E731
-  return jnp.einsum("bhmcd,bhncd->bhmn", split(a), split(b), preferred_element_type=_acc(a))
-
-
-def _nn(a, b):  # a [B, H, M, K], b [B, H, K, N] -> a b [B, H, M, N] accumulated (canonical as it is)
-  return jnp.einsum("bhmk,bhkn->bhmn", a, b, preferred_element_type=_acc(a))
-
-
-def _tn(a, b):  # a [B, H, K, M], b [B, H, K, N] -> a^T b [B, H, M, N] accumulated, K in 4 or 2 chunks
-  c = next(c for c in (4, 2, 1) if a.shape[2] % c == 0)
-  split = lambda x: x.reshape(x.shape[:2] + (c, x.shape[2] // c, x.shape[3]))  # noqa: E731
-  return jnp.einsum("bhckm,bhckn->bhmn", split(a), split(b), preferred_element_type=_acc(a))
 
 
 @jax.custom_vjp
 def scores(q, k):  # q [B, H, M, D], k [B, H, N, D] -> q k^T [B, H, M, N] accumulated
-  return _nt(q, k)
+  return batched_nt_chunked(q, k)
 
 
 def _scores_bwd(res, g):
   q, k = res
   g = g.astype(q.dtype)
-  return _nn(g, k).astype(q.dtype), _tn(g, q).astype(k.dtype)
+  return batched_nn(g, k).astype(q.dtype), batched_tn_chunked(g, q).astype(k.dtype)
 
 
 scores.defvjp(lambda q, k: (scores(q, k), (q, k)), _scores_bwd)
@@ -58,13 +40,13 @@ scores.defvjp(lambda q, k: (scores(q, k), (q, k)), _scores_bwd)
 
 @jax.custom_vjp
 def mix(p, v):  # p [B, H, M, N], v [B, H, N, D] -> p v [B, H, M, D] accumulated
-  return _nn(p, v)
+  return batched_nn(p, v)
 
 
 def _mix_bwd(res, g):
   p, v = res
   g = g.astype(v.dtype)
-  return _nt(g, v).astype(p.dtype), _tn(p, g).astype(v.dtype)
+  return batched_nt_chunked(g, v).astype(p.dtype), batched_tn_chunked(p, g).astype(v.dtype)
 
 
 mix.defvjp(lambda p, v: (mix(p, v), (p, v)), _mix_bwd)
