@@ -110,15 +110,10 @@ def test_dot_operand_dtypes_reads_each_dot_of_optimized_hlo():
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_amx_attention_check_products_equal_blocked_attention_with_gradients(jit):
-  """experiments/results/throughput/amx/igpt_step.py's +chunked_attention mode computes the same
-  attention and gradients as nets.transformer.blocked_causal_attention (float64, exact up to rounding)."""
-  import importlib.util
-  import pathlib
+  """experiments/igpt_step_probe.py's +chunked_attention mode computes the same attention and
+  gradients as nets.transformer.blocked_causal_attention (float64, exact up to rounding)."""
+  from experiments import igpt_step_probe as igpt_step
   from genfam.nets import transformer
-  path = pathlib.Path(__file__).parents[1] / "experiments/results/throughput/amx/igpt_step.py"
-  spec = importlib.util.spec_from_file_location("amx_igpt_step", path)
-  igpt_step = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(igpt_step)
   with jax.enable_x64(True):
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     q, k, v, w = (jax.random.normal(key, (2, 12, 3, 8), jnp.float64) for key in keys)

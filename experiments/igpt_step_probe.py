@@ -1,16 +1,19 @@
 """The image-GPT network's training step alone (value_and_grad of the next-pixel cross-entropy
-and an Adam update; no data pipeline, EMA or clipping), timed on this process's CPU devices.
+and an Adam update; no data pipeline, EMA or clipping), timed on this process's CPU devices: the
+probe behind docs/performance.md, "On an AMX CPU" (bf16 products and AMX).
 
-  python experiments/results/throughput/amx/igpt_step.py float32 bfloat16 bfloat16+flax_products
+  .venv/bin/python -m experiments.igpt_step_probe float32 bfloat16 bfloat16+flax_products
+  bash scripts/amx_attention_check.sh OUT_DIR     # with kernel_probe --attention_forms, for an AMX CPU
 
 Each argument is a product dtype, as genfam picks the dense layers' products for it
-(`genfam.nets.dense_products.for_dtype`), or with '+flax_products' / '+dense_products' forcing
+(`genfam.cpu.dense_products.for_dtype`), or with '+flax_products' / '+dense_products' forcing
 Flax's default lax.dot_general / `dense_products.dot_general` for them, or with
 '+chunked_attention' the attention's batched products (forward and backward) written so that each
 one reaches XLA in canonical form (`chunked_blocked_attention` below: the non-canonical ones as
-the chunked einsums `kernel_probe --attention_forms` times, as dense_products' kernel gradient).
+the chunked einsums `kernel_probe --attention_forms` times, as dense_products' kernel gradient;
+tests/test_experiment_scripts.py checks it equals genfam's attention in float64).
 4 blocks, 4 heads, width 128, 784 tokens, batch 16, query_block 196 (`igpt@model.depth=4`'s
-network); 4 timed steps after 2 compiling ones. Run with PYTHONPATH at the repository root.
+network); 4 timed steps after 2 compiling ones. (Until commit cef5815: `igpt_step.py`, beside its results.)
 """
 import functools
 import sys
@@ -21,7 +24,8 @@ import jax.numpy as jnp
 import optax
 
 from experiments.kernel_probe import batched_nn, batched_nt_chunked, batched_tn_chunked
-from genfam.nets import dense_products, transformer
+from genfam.cpu import dense_products
+from genfam.nets import transformer
 
 
 @jax.custom_vjp
