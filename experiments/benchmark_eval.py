@@ -14,7 +14,7 @@ whole test split would take at that rate, the bits/dim, and bfloat16's bits/dim
 minus float32's on the same images and noise (each draw uses the same keys).
 Markdown to stdout, JSON to --out. Nothing is written into the workdirs. Like
 `genfam.main`, it first restarts itself under the runs' `train.malloc` (and `train.huge_pages`)
-where they agree (`genfam.loop.host_memory`), and records the allocator in its settings.
+where they agree (`genfam.cpu.host_memory`), and records the allocator in its settings.
 """
 import argparse
 import json
@@ -23,7 +23,8 @@ import time
 import jax
 
 from experiments.benchmark_speed import parse_overrides, run_settings
-from genfam.loop import host_memory, train
+from genfam.cpu import host_memory
+from genfam.loop import train
 from genfam.settings import config_files
 
 

@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from experiments import flop_count
-from genfam.loop import host_memory, sharding, train
+from genfam import sharding
+from genfam.cpu import host_memory, xla_cpu
+from genfam.loop import train
 from genfam.settings import config_files
 
 # The image-GPT at issue 9's minGPT reference architecture (4 blocks), timed against PyTorch's.
@@ -150,7 +152,7 @@ def run_settings() -> dict:
     commit = ""
   return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
           "malloc": host_memory.malloc_in_use(), "ld_preload": os.environ.get("LD_PRELOAD", ""),
-          "cpus": sharding.usable_cores(),
+          "cpus": xla_cpu.usable_cores(),
           "devices": f"{jax.device_count()} x {jax.devices()[0].platform}", "jax": jax.__version__,
           "commit": commit or "unknown"}
 

@@ -212,10 +212,10 @@ def parameter_count(config) -> int:
   import jax
   import numpy as np
 
-  from genfam import frozen, registry
   from genfam.data import sources
+  from genfam.loop import frozen
   spec = sources.dataset_spec(config.data.name)
-  family = registry.make_family(config, spec)
+  family = frozen.make_family(config, spec)
   state = jax.eval_shape(family.init, jax.random.PRNGKey(0), frozen.example_batch(spec, 2))
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(family.eval_params(state))))
 

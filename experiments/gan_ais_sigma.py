@@ -23,10 +23,11 @@ import os
 import jax
 import numpy as np
 
+from genfam import sharding
 from genfam.data import pipeline
 from genfam.evaluation import evaluate
 from genfam.families import gan
-from genfam.loop import sharding, train
+from genfam.loop import train
 from genfam.settings import config_files
 
 
@@ -51,7 +52,7 @@ def main():
   run = train.Run(config, args.workdir)
   state, _, meta = run.restore_or_fail()
   params = run.family.eval_params(state)
-  model = gan.build(config, run.spec)
+  model = gan.build(config, run.spec, **run.family_inputs)
   if "validation" not in run.sources:
     raise SystemExit(f"error: the run in {args.workdir} holds out no validation split: train it with "
                      f"--config.data.validation_examples=N (N > 0), never choose sigma^2 on test")

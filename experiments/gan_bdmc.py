@@ -50,13 +50,14 @@ import time
 import jax
 import numpy as np
 
+from genfam import sharding
 from genfam.data import pipeline
 from genfam.errors import GenfamError
 from genfam.evaluation import evaluate
 from genfam.families import gan
 from genfam.likelihood import ais
 from genfam.likelihood.bits import nats_to_bpd
-from genfam.loop import sharding, train
+from genfam.loop import train
 from genfam.settings import config_files
 
 SIMULATION_STREAM, AIS_STREAM = 0, 1   # fold_in indices of the --seed key
@@ -192,7 +193,7 @@ def main(argv=None) -> dict:
   run = train.Run(config, args.workdir)
   state, _, meta = run.restore_or_fail()
   params = run.family.eval_params(state)                                  # G's EMA, as the family evaluates
-  model = gan.build(config, run.spec)
+  model = gan.build(config, run.spec, **run.family_inputs)
   source = run.sources["test"]
   num = min(args.num, len(source))
   batch_size = min(args.batch_size or e.batch_size, num)

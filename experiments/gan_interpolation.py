@@ -48,7 +48,7 @@ def main():
   run = train.Run(config, args.workdir)
   state, _, meta = run.restore_or_fail()
   params = run.family.eval_params(state)
-  model = gan.build(config, run.spec)
+  model = gan.build(config, run.spec, **run.family_inputs)
   c_a, c_b = condition(model, run.spec, args.a), condition(model, run.spec, args.b)      # [1, E] each
   t = jnp.linspace(0.0, 1.0, args.cols)[None, :, None]                                 # [1, cols, 1]
   c = ((1.0 - t) * c_a[:, None] + t * c_b[:, None])                                     # [1, cols, E]

@@ -2,7 +2,7 @@
 
   python -m experiments.kernel_probe                         # the default shapes
   python -m experiments.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
-  python -m experiments.kernel_probe --phases          # lax's dilated-input forms vs nets.phase_conv's
+  python -m experiments.kernel_probe --phases          # lax's dilated-input forms vs cpu.phase_conv's
   python -m experiments.kernel_probe --pointwise --batch=32   # 1x1 convolutions: lax vs one matmul
   python -m experiments.kernel_probe --conv_grads --batch=32  # a 3x3 convolution's forward, input and kernel gradient
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.kernel_probe --allreduce
@@ -14,7 +14,7 @@ the two gradient convolutions are included; 3x the forward FLOPs):
 - gemm:      an N x N @ N x N product (2 N^3 FLOPs forward);
 - conv:      lax.conv_general_dilated, 3x3, SAME, NHWC / HWIO (2 * B*H*W * 9*Cin*Cout FLOPs);
 - conv_im2col: the same convolution as one matmul of its 3x3 patches
-             [B*H*W, 9*Cin] @ [9*Cin, Cout] (genfam.nets.matmul_conv.conv_as_matmul);
+             [B*H*W, 9*Cin] @ [9*Cin, Cout] (genfam.cpu.matmul_conv.conv_as_matmul);
 each in float32 and in bfloat16 (inputs and weights cast, products
 accumulated in float32: preferred_element_type), and reports GFLOP/s of the
 best of --reps timed calls after a compiling one. A kernel that uses the AMX
@@ -22,11 +22,11 @@ units shows a bfloat16 rate several times its float32 rate.
 
 With --phases it times instead, forward + backward at batch --batch in float32, the
 networks' layers whose lax form convolves a zero-dilated input, against
-`genfam.nets.phase_conv` (the form the networks use on the CPU): the GAN generator's
+`genfam.cpu.phase_conv` (the form the networks use on the CPU): the GAN generator's
 4x4 stride-2 transposed convolutions (lax.conv_transpose vs phases) and the 4x4 / 3x3
 stride-2 convolutions of its discriminator, the U-Net and the VAE (JAX's input gradient
 vs the phase one), at the default configs' shapes. With --pointwise it times Glow's 1x1
-convolutions as lax convolutions against `genfam.nets.matmul_conv.pointwise_conv` (one
+convolutions as lax convolutions against `genfam.cpu.matmul_conv.pointwise_conv` (one
 matmul, the form `Conv` uses on the CPU). With --conv_grads it times the U-Net's 3x3
 stride-1 convolutions (lax's, float32) in three separate pieces: the forward product, the
 input gradient and the kernel gradient, each jitted alone, so that a slow library kernel
@@ -37,7 +37,7 @@ With --dot_forms it times a dense layer's three products apart, each jitted alon
 float32 and bfloat16 (bf16 operands and output, as a Flax layer with dtype=bfloat16 computes
 them): the forward x @ w, the input gradient g @ w^T and the kernel gradient x^T @ g, the
 last both as the dot_general JAX's transpose rule emits (contracting the operands' major
-dimension M) and as genfam's einsum over M split into 8 chunks (nets.dense_products), which XLA lowers
+dimension M) and as genfam's einsum over M split into 8 chunks (cpu.dense_products), which XLA lowers
 to a physical transpose of both operands and one canonical [K, M] @ [M, N] product. XLA:CPU
 hands a product to YNNPACK (whose bf16 kernels use AMX) only in that canonical form; it
 runs the others in float32 (measured on an AMX Xeon, JAX 0.11.2:
@@ -69,8 +69,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from genfam.nets import dense_products, matmul_conv, phase_conv
-from genfam.nets.conv_transpose import conv_transpose
+from genfam.cpu import dense_products, matmul_conv, phase_conv
+from genfam.cpu.conv_transpose import conv_transpose
 
 
 def best_seconds(fn, *args, reps: int) -> float:
@@ -275,7 +275,7 @@ def batched_tn(a, b):  # a [B, H, K, M], b [B, H, K, N] -> a^T b [B, H, M, N], a
 
 def batched_tn_chunked(a, b):  # a [B, H, K, M], b [B, H, K, N] -> a^T b [B, H, M, N], accumulated
   """a^T b as an einsum over K split in the first of 4, 2, 1 chunks that divides it: XLA then
-  lowers it to a transpose of a and one canonical product (as nets.dense_products' kernel gradient)."""
+  lowers it to a transpose of a and one canonical product (as cpu.dense_products' kernel gradient)."""
   c = next(c for c in (4, 2, 1) if a.shape[2] % c == 0)
   return jnp.einsum("bhckm,bhckn->bhmn", _split(a, 2, c), _split(b, 2, c), preferred_element_type=_accumulate(a))
 

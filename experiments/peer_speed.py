@@ -38,7 +38,7 @@ the median; `name@key=value` sets an entry's keys (width, n_flow, n_block, batch
 glow; dim, batch for ddpm; depth, heads, width, dropout, batch for igpt). `--compile`
 wraps the model in torch.compile (inductor). `--malloc_retain_mib=1024` gives the peer
 what genfam's runs do by default (train.malloc_retain_mib: glibc keeps freed memory mapped,
-genfam/loop/host_memory.py); 0, the default, leaves glibc's defaults, as a PyTorch user has them.
+genfam/cpu/host_memory.py); 0, the default, leaves glibc's defaults, as a PyTorch user has them.
 `--malloc=jemalloc` restarts the peer with jemalloc preloaded and configured as genfam.main starts
 genfam's runs by default (train.malloc; a preloaded jemalloc or tcmalloc is also what PyTorch's CPU
 tuning guides advise).
@@ -59,7 +59,7 @@ import torch
 def host_memory():
   """genfam's `host_memory` module, loaded from its file: the genfam package imports JAX, which
   this environment does not have."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "genfam", "loop", "host_memory.py")
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "genfam", "cpu", "host_memory.py")
   spec = importlib.util.spec_from_file_location("host_memory", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -42,7 +42,8 @@ import time
 import jax
 
 from experiments.benchmark_speed import DEFAULT_CONFIGS, CompiledStep, load_entry
-from genfam.loop import sharding, train
+from genfam import sharding
+from genfam.loop import train
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = .*?\s([a-z][\w-]*)\((.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{\s*$")

@@ -12,7 +12,7 @@ loop and report their own test metrics (`test_metrics`: accuracy, recall) in
 the same place; they have no likelihood (`log_likelihood=None`) and no sampler
 (`sample=None`: the loop draws no sample grid). Either kind may offer pure
 functions of its parameters to other models (`exports`, restored by
-`genfam.frozen.load_frozen`).
+`genfam.loop.frozen.load_frozen`).
 
 Batches are dicts of arrays:
   image      uint8 [B, H, W, C]   values in {0 .. num_bins-1}
@@ -106,7 +106,7 @@ class Family(NamedTuple):
       Pure functions of eval_params(state) the model offers to other models
       and evaluations: a classifier's penultimate 'features', the contrastive
       encoders' 'encode_text' / 'encode_image'. The loop never calls them;
-      `genfam.frozen.load_frozen` restores a trained workdir and returns them.
+      `genfam.loop.frozen.load_frozen` restores a trained workdir and returns them.
       Optional.
   """
 

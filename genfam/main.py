@@ -90,12 +90,12 @@ def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   config = _CONFIG.value
-  from genfam.loop import host_memory, sharding
+  from genfam.cpu import host_memory, xla_cpu
   # Before JAX starts: the loader reads LD_PRELOAD, and glibc its tunables, only at start.
   host_memory.restart_for(config.train.malloc, config.train.huge_pages)
-  xla_flags = sharding.add_xla_cpu_flags(config.train.xla_cpu_flags)
-  cpu_devices = sharding.set_cpu_devices(config.train.cpu_devices,
-                                         config.data.batch_size // max(_NUM_PROCESSES.value or 1, 1))
+  xla_flags = xla_cpu.add_xla_cpu_flags(config.train.xla_cpu_flags)
+  cpu_devices = xla_cpu.set_cpu_devices(config.train.cpu_devices,
+                                        config.data.batch_size // max(_NUM_PROCESSES.value or 1, 1))
   join_processes()
   import jax
   from genfam.loop import train
@@ -103,7 +103,7 @@ def main(argv):
     how = (f"train.cpu_devices={config.train.cpu_devices}" if cpu_devices is not None
            else "XLA_FLAGS' --xla_force_host_platform_device_count")
     print(f"CPU: {jax.local_device_count()} data-parallel devices ({how}; "
-          f"{sharding.usable_cores()} usable cores)", flush=True)
+          f"{xla_cpu.usable_cores()} usable cores)", flush=True)
   if jax.default_backend() == "cpu" and xla_flags:
     print(f"XLA:CPU flags: {xla_flags} (train.xla_cpu_flags)", flush=True)
   if jax.default_backend() == "cpu":

@@ -1,7 +1,10 @@
 """The one explicit registry of families: name -> module with `make`.
 
-Each module exposes `make(config, spec: DatasetSpec) -> genfam.family.Family`.
-Adding a family means one module, one line here, and one config.
+Each module exposes `make(config, spec: DatasetSpec, **inputs) -> genfam.family.Family`;
+`inputs` are what the family takes from other runs, restored by the loop
+(`genfam.loop.frozen.family_inputs`: a caption model's frozen text encoder `encode_text`),
+so that a family reads no checkpoint itself. Adding a family means one module, one line
+here, and one config.
 """
 import importlib
 
@@ -32,12 +35,14 @@ def names() -> tuple[str, ...]:
   return tuple(sorted(_FAMILIES))
 
 
-def make_family(config, spec) -> Family:
-  """Builds the family named by `config.family` for dataset `spec`."""
+def make_family(config, spec, **inputs) -> Family:
+  """Builds the family named by `config.family` for dataset `spec`, handing its `make` the
+  `inputs` restored from other runs (none for most families: `genfam.loop.frozen.make_family`
+  restores what a config names)."""
   name = config.family
   if name not in _FAMILIES:
     raise GenfamError(f"unknown family {name!r} in config.family; known families: {', '.join(names())}")
-  family = importlib.import_module(_FAMILIES[name]).make(config, spec)
+  family = importlib.import_module(_FAMILIES[name]).make(config, spec, **inputs)
   if family.log_likelihood is None and family.test_metrics is None:
     raise ValueError(f"family {name!r} reports nothing: give it a log_likelihood, test_metrics, or both")
   if family.log_likelihood is not None:

@@ -29,7 +29,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 {
   $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__); print(jax.devices())"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  $PY -c "from genfam.loop import host_memory as h; print('jemalloc library before:', h.jemalloc_library())"
+  $PY -c "from genfam.cpu import host_memory as h; print('jemalloc library before:', h.jemalloc_library())"
 } 2>&1 | tee "$out/versions.log"
 
 # genfam.main's default run without jemalloc on the machine, then with it: both must run (on a GPU

@@ -5,7 +5,7 @@
 #     at the files already; without root or apt the runs fall back to TFDS's
 #     download, or say how to get the data.
 #  2. jemalloc: Debian's libjemalloc2, which genfam.main preloads by default
-#     (train.malloc; genfam/loop/host_memory.py); without it runs use glibc's malloc and say so.
+#     (train.malloc; genfam/cpu/host_memory.py); without it runs use glibc's malloc and say so.
 #  3. A virtual environment .venv (sharing packages already installed for this
 #     Python) with genfam and its dependencies, test extras included.
 # Safe to run again: it skips what is done.

@@ -16,7 +16,8 @@ import time
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from genfam.evaluation import evaluate  # noqa: E402
-from genfam.loop import sharding, train  # noqa: E402
+from genfam import sharding  # noqa: E402
+from genfam.loop import train  # noqa: E402
 from genfam.loop.checkpointing import Checkpointer  # noqa: E402
 
 

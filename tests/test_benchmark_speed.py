@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from experiments import benchmark_speed
-from genfam.loop import host_memory
+from genfam.cpu import host_memory
 from tests.conftest import REPO
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from genfam.nets.conv_transpose import ConvTranspose, conv_transpose
+from genfam.cpu.conv_transpose import ConvTranspose, conv_transpose
 from tests.conftest import assert_values_and_gradients_equal
 
 

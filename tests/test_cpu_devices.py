@@ -1,5 +1,5 @@
 """train.cpu_devices: genfam.main splits the CPU backend into data-parallel devices
-before JAX starts (genfam/loop/sharding.py), a run resumes under another split, and
+before JAX starts (genfam/cpu/xla_cpu.py), a run resumes under another split, and
 XLA_FLAGS' own device count wins over the config."""
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from genfam.errors import GenfamError
-from genfam.loop.sharding import cpu_device_count
+from genfam.cpu.xla_cpu import cpu_device_count
 from tests.conftest import REPO
 
 
@@ -62,7 +62,7 @@ def test_main_trains_on_two_cpu_devices_and_resumes_on_one(tmp_path):
 
 
 def test_the_xla_flag_decides_over_the_config():
-  code = ("import jax; from genfam.loop.sharding import set_cpu_devices; "
+  code = ("import jax; from genfam.cpu.xla_cpu import set_cpu_devices; "
           "print(set_cpu_devices(2, 64), jax.device_count())")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=3"))
@@ -73,7 +73,7 @@ def test_the_xla_flag_decides_over_the_config():
 BATCH_RESULTS_CHECK = """
 import jax, jax.numpy as jnp, numpy as np
 from genfam.evaluation.evaluate import batch_results
-from genfam.loop import sharding
+from genfam import sharding
 assert jax.device_count() == 3
 mesh = sharding.data_mesh()
 params = {"w": jax.device_put(jnp.float32(2.0), sharding.replicated(mesh))}

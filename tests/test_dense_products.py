@@ -1,4 +1,4 @@
-"""genfam.nets.dense_products: lax.dot_general's values and gradients, with the kernel gradient
+"""genfam.cpu.dense_products: lax.dot_general's values and gradients, with the kernel gradient
 written as a chunked canonical product (known answers in float64, bfloat16 dtypes, sharding)."""
 import os
 import subprocess
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from genfam.nets import dense_products, transformer
+from genfam.cpu import dense_products
+from genfam.nets import transformer
 from tests.conftest import REPO
 
 # (lhs shape, rhs shape, dimension numbers): Dense, DenseGeneral onto (3, H, Dh), DenseGeneral over
@@ -108,7 +109,7 @@ def test_a_batch_sharded_over_eight_devices_gives_the_same_gradients():
   script = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-      from genfam.nets import dense_products
+      from genfam.cpu import dense_products
       x = jax.random.normal(jax.random.PRNGKey(0), (64, 12))
       w = jax.random.normal(jax.random.PRNGKey(1), (12, 5))
       loss = lambda x, w: jnp.sum(jnp.sin(dense_products.matmul(x, w, jnp.dtype(jnp.float32))))

@@ -16,7 +16,7 @@ from genfam.data.spec import DatasetSpec
 from genfam.errors import GenfamError
 from genfam.evaluation import evaluate
 from genfam.families import diffusion
-from genfam.loop import train
+from genfam.loop import frozen, train
 from tests.conftest import load_config
 from tests.test_frozen import clip_workdir  # noqa: F401 (module-scoped fixture: a trained CLIP smoke workdir)
 
@@ -126,7 +126,7 @@ def test_missing_text_encoder_workdir_is_one_line(tmp_path):
   config = _config()
   config.model.text_encoder_workdir = str(tmp_path / "nowhere")
   with pytest.raises(GenfamError) as e:
-    diffusion.make(config, DIGITS)
+    frozen.make_family(config, DIGITS)   # as the loop builds it: the loop restores the encoder
   message = str(e.value)
   assert "\n" not in message and "model.text_encoder_workdir" in message
   assert f"--config=configs/clip.py --workdir={tmp_path / 'nowhere'}" in message

@@ -5,11 +5,10 @@ import math
 import jax
 import numpy as np
 
-from genfam import registry
+from genfam import registry, sharding
 from genfam.data import sources
 from genfam.evaluation import evaluate
 from genfam.families import independent
-from genfam.loop import sharding
 from tests.conftest import load_config
 
 

@@ -5,11 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import registry
+from genfam import registry, sharding
 from genfam.data import sources
 from genfam.evaluation import evaluate
 from genfam.family import Family, check_likelihood_kind
-from genfam.loop import sharding
 from tests.conftest import load_config
 
 

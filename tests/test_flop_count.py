@@ -37,7 +37,7 @@ def test_transposed_convolution_counts_its_input_size_not_the_inserted_zeros(wra
 def test_dead_code_is_not_counted_and_the_gan_generator_layer_counts_three_products():
   x = jnp.ones((6, 6))
   assert matmul_conv_flops(lambda x: (x @ x, x + 1)[1], x) == 0
-  from genfam.nets.conv_transpose import conv_transpose      # custom_vjp whose backward calls jax.vjp
+  from genfam.cpu.conv_transpose import conv_transpose      # custom_vjp whose backward calls jax.vjp
   x, w = jnp.ones((2, 7, 7, 8)), jnp.ones((4, 4, 8, 4))
   both = jax.grad(lambda x, w: jnp.sin(conv_transpose(x, w, (2, 2), "SAME")).sum(), argnums=(0, 1))
   forward = 2 * 2 * 7 * 7 * 16 * 8 * 4   # by phases: 4 stride-1 2x2 convolutions, 7x7 outputs each

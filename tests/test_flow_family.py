@@ -16,7 +16,7 @@ from genfam.data.spec import DatasetSpec
 from genfam.errors import GenfamError
 from genfam.families import flow
 from genfam.families.flow_models import Glow, RealNVP
-from genfam.loop import optim
+from genfam import optim
 from tests.conftest import load_config
 
 SPEC = DatasetSpec("digits", (8, 8, 1), 17, tuple(str(i) for i in range(10)))

@@ -9,7 +9,7 @@ import pytest
 
 from genfam.data import captions
 from genfam.errors import GenfamError
-from genfam.frozen import load_frozen
+from genfam.loop.frozen import load_frozen
 from genfam.loop import train
 from tests.conftest import load_config
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from genfam.loop import host_memory
+from genfam.cpu import host_memory
 from tests.conftest import REPO
 
 BLOCK_MIB = 48
@@ -77,7 +77,7 @@ def test_zero_leaves_glibc_alone():
 @needs_glibc
 def test_retained_memory_is_not_faulted_in_again():
   default = _faults_per_round("")
-  retained = _faults_per_round("from genfam.loop import host_memory; assert host_memory.retain_freed_memory(1024)")
+  retained = _faults_per_round("from genfam.cpu import host_memory; assert host_memory.retain_freed_memory(1024)")
   assert default > 0.9 * PAGES, default       # every round maps, and faults in, a fresh block
   assert retained < 0.01 * PAGES, retained    # the freed block is reused
 
@@ -101,7 +101,7 @@ def test_a_run_sets_it_from_its_config(mib):
 
 # A 96 MiB block, above glibc's 64 MiB per-thread heap, in a thread other than the main one, after
 # the thresholds were raised; the first line printed names the malloc in use.
-THREAD_PROBE = PROBE.format(setup="from genfam.loop import host_memory\n"
+THREAD_PROBE = PROBE.format(setup="from genfam.cpu import host_memory\n"
                                   "host_memory.retain_freed_memory(1024)\n"
                                   "print(host_memory.malloc_in_use())", mib=96, in_thread=True)
 

@@ -2,10 +2,9 @@
 import jax
 import pytest
 
-from genfam import registry
+from genfam import registry, sharding
 from genfam.data import sources
 from genfam.evaluation import evaluate
-from genfam.loop import sharding
 from tests.conftest import load_config
 
 

@@ -1,4 +1,4 @@
-"""genfam.nets.matmul_conv.Conv: flax.linen.Conv's parameters and outputs, by XLA or as a matmul."""
+"""genfam.cpu.matmul_conv.Conv: flax.linen.Conv's parameters and outputs, by XLA or as a matmul."""
 import chex
 import flax.linen as nn
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from genfam.errors import GenfamError
-from genfam.nets.matmul_conv import Conv
+from genfam.cpu.matmul_conv import Conv
 
 CASES = [((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "SAME"), ((4, 4), (2, 2), "SAME"), ((1, 1), (1, 1), "SAME"),
          ((1, 1), (1, 1), "VALID"), ((3, 3), (1, 1), "VALID"), ((3, 3), (2, 2), "VALID")]

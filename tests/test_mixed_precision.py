@@ -11,7 +11,7 @@ import pytest
 
 from genfam import registry
 from genfam.data import sources
-from genfam.frozen import example_batch
+from genfam.loop.frozen import example_batch
 from genfam.loop import train
 from tests.conftest import load_config
 

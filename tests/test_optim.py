@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam.loop import optim
+from genfam import optim
 
 
 def test_ema_decay_warms_up_then_is_constant():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from genfam.nets import phase_conv
-from genfam.nets.matmul_conv import Conv
+from genfam.cpu import phase_conv
+from genfam.cpu.matmul_conv import Conv
 from tests.conftest import assert_values_and_gradients_equal
 
 DIMS = ("NHWC", "HWIO", "NHWC")

@@ -24,9 +24,9 @@ import time
 import jax
 import numpy as np
 
+from genfam import sharding
 from genfam.data import pipeline
 from genfam.family import METRICS_KIND
-from genfam.loop import sharding
 
 
 def mean_and_stderr(values) -> tuple[float, float]:

@@ -4,7 +4,7 @@ The same code, test images and sample count N judge every family that has a
 sampler (docs/DESIGN.md, "Evaluation beyond likelihood"); the judges are the
 frozen domain classifier (configs/classifier.py, `eval.classifier_workdir`) and,
 for caption models, the frozen contrastive encoders (configs/clip.py,
-`eval.clip_workdir`), both restored with `genfam.frozen.load_frozen`.
+`eval.clip_workdir`), both restored by the loop (`genfam.loop.frozen.load_judges`).
 
 Reference set: the first M = min(N, test size) test images, with their labels
 and evaluation captions (seed `pipeline.EVAL_CAPTION_SEED`, epoch 0: what
@@ -40,26 +40,18 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
+from genfam import sharding
 from genfam.data import captions, pipeline
 from genfam.errors import GenfamError
 from genfam.evaluation import fid
-from genfam.loop import sharding
 
 CONDITIONS = ("", "label", "caption")
 
 
 class Judges(NamedTuple):
   """The frozen models that judge samples: the domain classifier, and CLIP (or None)."""
-  classifier: object   # genfam.frozen.Frozen of configs/classifier.py
-  clip: Optional[object]  # genfam.frozen.Frozen of configs/clip.py, or None
-
-
-def load_judges(classifier_workdir: str, clip_workdir: str, dataset: str) -> Judges:
-  """Restores the classifier (required) and CLIP (if `clip_workdir`) trained on `dataset`."""
-  from genfam import frozen
-  classifier = frozen.load_frozen(classifier_workdir, "classifier", dataset=dataset, key="eval.classifier_workdir")
-  clip = frozen.load_frozen(clip_workdir, "clip", dataset=dataset, key="eval.clip_workdir") if clip_workdir else None
-  return Judges(classifier, clip)
+  classifier: object   # genfam.loop.frozen.Frozen of configs/classifier.py
+  clip: Optional[object]  # genfam.loop.frozen.Frozen of configs/clip.py, or None
 
 
 def sample_condition(likelihood_condition: str, sample_conditional: bool) -> str:

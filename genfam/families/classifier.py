@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from genfam.family import Family
-from genfam.loop.optim import eval_params, make_scalar_loss_update, optimizer_from_config, scalar_loss_family_state
 from genfam.nets.image_encoder import ConvEncoder, pixels_to_unit
+from genfam.optim import eval_params, make_scalar_loss_update, optimizer_from_config, scalar_loss_family_state
 
 CLASS_HEAD = "class"
 

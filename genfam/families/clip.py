@@ -38,9 +38,9 @@ import numpy as np
 from genfam.data import captions
 from genfam.errors import GenfamError
 from genfam.family import Family
-from genfam.loop.optim import eval_params, make_scalar_loss_update, optimizer_from_config, scalar_loss_family_state
 from genfam.nets.image_encoder import ConvEncoder, pixels_to_unit
 from genfam.nets.text_encoder import TextEncoder
+from genfam.optim import eval_params, make_scalar_loss_update, optimizer_from_config, scalar_loss_family_state
 
 MAX_LOGIT_SCALE = 100.0
 RECALL_KS = (1, 5)

@@ -26,7 +26,7 @@ extra kind 'vlb-sampled-<k>t' is the unbiased estimate from k sampled t.
 Caption condition (model.condition='caption', exclusive with model.class_conditional):
 c = the FROZEN CLIP text encoder's pooled, unit-norm embedding of the caption
 tokens [B, E] (`encode_text` of the configs/clip.py workdir model.text_encoder_workdir,
-restored by `genfam.frozen.load_frozen` when the family is built; no gradient
+restored by the loop (`genfam.loop.frozen.family_inputs`) and handed to `make`; no gradient
 reaches it); the U-Net adds its projection where the label embedding goes and
 replaces it by a learned null embedding with probability model.p_uncond in
 training (`genfam.nets.unet`). Trained on each batch's captions (their phrasing
@@ -49,13 +49,13 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from genfam import optim
 from genfam.diffusion import bound, losses, process, samplers, schedules
 from genfam.diffusion.process import q_sample
 from genfam.errors import GenfamError
 from genfam.family import Family
 from genfam.likelihood.bits import nats_to_bpd
 from genfam.likelihood.discretized import bin_centres
-from genfam.loop import optim
 from genfam.nets.unet import UNet
 
 BOUND_CONDITIONS = ("label", "caption", "null")
@@ -104,8 +104,8 @@ class Conditioning(NamedTuple):
 
 def make_conditioning(model_config, spec, encode_text: Optional[Callable] = None) -> Conditioning:
   """The family's Conditioning; for a caption model the text encoder is `encode_text`
-  (tokens [B, L] -> [B, E]; tests pass a stand-in) or else loaded, once, from
-  model.text_encoder_workdir (files are read here, never after)."""
+  (tokens [B, L] -> [B, E]): the frozen encoder of model.text_encoder_workdir, which the
+  loop restores (`genfam.loop.frozen.family_inputs`), or a stand-in (tests)."""
   m = model_config
   kind = m.get("condition", "")
   if kind not in CONDITIONS:
@@ -116,8 +116,8 @@ def make_conditioning(model_config, spec, encode_text: Optional[Callable] = None
                       "--config.model.class_conditional=False (or use --config=configs/ddpm.py:caption)")
   if kind == "caption":
     if encode_text is None:
-      from genfam import frozen  # files are read here, when the family is built
-      encode_text = frozen.text_encoder(m.get("text_encoder_workdir", ""), spec.name)
+      raise GenfamError("model.condition='caption' needs the frozen text encoder of model.text_encoder_workdir: "
+                        "build the family as the loop does (genfam.loop.frozen.make_family), which restores it")
     dim = int(jax.eval_shape(encode_text, jax.ShapeDtypeStruct((1, spec.caption_length), jnp.int32)).shape[-1])
     from genfam.families import clip
     class_prompts = jnp.asarray(clip.prompt_tokens(spec, [clip.prompt(spec, k) for k in range(spec.num_classes)]))
@@ -192,7 +192,8 @@ def _learned(diffusion_config) -> bool:
 
 def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                  eta: Optional[float] = None, spacing: Optional[str] = None,
-                 guidance: Optional[float] = None, conditioning: Optional[Conditioning] = None):
+                 guidance: Optional[float] = None, conditioning: Optional[Conditioning] = None,
+                 encode_text: Optional[Callable] = None):
   """A jitted pure `sample(params, rng, num, condition=None) -> uint8 [num, H, W, C]`.
 
   Options default to config.sample's; pass them to build several samplers
@@ -200,8 +201,8 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   labels for a class-conditional model, caption tokens int32 [num, L] (or
   labels, read as 'a photo of a <class>') for a caption model, each guided
   with weight w; or None for unconditional samples (the null label or null
-  embedding). `conditioning`: the family's (a caption model's text encoder is
-  loaded from model.text_encoder_workdir if not given). DDIM's eta must lie in [0, 1]
+  embedding). `conditioning`: the family's (if not given, made from the config, a caption
+  model's with `encode_text`, as `make` takes it). DDIM's eta must lie in [0, 1]
   (sigma_t = eta * the DDPM posterior std; checked for either sampler, so a
   bad config fails when the family is built).
   """
@@ -217,7 +218,7 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
     raise GenfamError(f"sample.eta={eta} is outside [0, 1]; set --config.sample.eta between 0 "
                       "(deterministic DDIM) and 1 (DDPM-like noise)")
   learned = _learned(config.diffusion)
-  conditioning = conditioning or make_conditioning(config.model, spec)
+  conditioning = conditioning or make_conditioning(config.model, spec, encode_text)
   net = make_net(config.model, spec, learned, conditioning.dim)
   sched, log_var = _process(config.diffusion)
   clip = bool(config.diffusion.clip_denoised)
@@ -236,9 +237,10 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   return jax.jit(sample, static_argnums=2)
 
 
-def make(config, spec) -> Family:
-  """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec)."""
-  return make_family(config, spec)
+def make(config, spec, encode_text: Optional[Callable] = None) -> Family:
+  """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec); a caption model
+  takes the frozen text encoder `encode_text` (`genfam.loop.frozen.family_inputs`)."""
+  return make_family(config, spec, encode_text)
 
 
 def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:

@@ -25,11 +25,11 @@ import math
 import jax
 import jax.numpy as jnp
 
+from genfam import optim
 from genfam.errors import GenfamError
 from genfam.families.flow_models import Glow, MultiScaleFlow, RealNVP
 from genfam.family import Family
 from genfam.likelihood import bits
-from genfam.loop import optim
 
 KINDS = ("realnvp", "glow")
 

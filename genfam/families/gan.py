@@ -2,8 +2,8 @@
 
 Condition. `model.condition` = 'label' (c = one-hot label [B, C]) or
 'caption' (c = a FROZEN text encoder's embedding of the caption tokens [B, E],
-CLIP's `encode_text` restored from `model.text_encoder_workdir` by
-`genfam.frozen.load_frozen`; no gradient reaches it). Both networks project c
+CLIP's `encode_text` of `model.text_encoder_workdir`, restored by the loop,
+`genfam.loop.frozen.family_inputs`, and handed to `make`; no gradient reaches it). Both networks project c
 and join it with z (G) or with the image features (D): `genfam.nets.gan_nets`.
 
 Data. Real images are dequantized, y = (x + u) / K in [0, 1)^D, the space of
@@ -62,8 +62,8 @@ from genfam.errors import GenfamError
 from genfam.family import Family
 from genfam.likelihood import ais
 from genfam.likelihood.bits import dequantize, nats_to_bpd
-from genfam.loop.optim import ema_decay_at, ema_update, make_optimizer
 from genfam.nets.gan_nets import Discriminator, Generator, check_levels
+from genfam.optim import ema_decay_at, ema_update, make_optimizer
 
 CONDITIONS = ("label", "caption")
 GAN_INT_BETA = 0.5
@@ -162,8 +162,9 @@ class GAN(NamedTuple):
 
 
 def build(config, spec, encode_text: Optional[Callable] = None) -> GAN:
-  """The GAN of `config.model` for `spec`. encode_text(tokens [B, L]) -> [B, E] replaces the
-  frozen encoder of model.text_encoder_workdir (tests pass a stand-in)."""
+  """The GAN of `config.model` for `spec`. encode_text(tokens [B, L]) -> [B, E]: a caption
+  model's frozen text encoder of model.text_encoder_workdir (`genfam.loop.frozen.family_inputs`),
+  or a stand-in (tests)."""
   m = config.model
   if m.condition not in CONDITIONS:
     raise GenfamError(f"unknown config.model.condition {m.condition!r}; use one of {CONDITIONS}")
@@ -183,8 +184,9 @@ def build(config, spec, encode_text: Optional[Callable] = None) -> GAN:
       return labels_one_hot(batch["label"])
   else:
     if encode_text is None:
-      from genfam import frozen  # files are read here, when the family is built
-      encode_text = frozen.text_encoder(m.text_encoder_workdir, spec.name)
+      raise GenfamError("config.model.condition='caption' needs the frozen text encoder of "
+                        "model.text_encoder_workdir: build the family as the loop does "
+                        "(genfam.loop.frozen.make_family), which restores it")
     from genfam.families import clip
     # A label becomes the caption 'a photo of a <class>' (for label-ordered sample grids).
     class_prompts = jnp.asarray(clip.prompt_tokens(spec, [clip.prompt(spec, k) for k in range(num_classes)]))
@@ -383,6 +385,7 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
                 exports={"generate": lambda params, z, c: gan.generator.apply({"params": params}, z, c)})
 
 
-def make(config, spec) -> Family:
-  """The GAN family for dataset `spec`, configured by configs/gan.py."""
-  return make_family(config, spec)
+def make(config, spec, encode_text: Optional[Callable] = None) -> Family:
+  """The GAN family for dataset `spec`, configured by configs/gan.py; a caption model takes
+  the frozen text encoder `encode_text` (`genfam.loop.frozen.family_inputs`)."""
+  return make_family(config, spec, encode_text)

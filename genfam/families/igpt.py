@@ -34,10 +34,10 @@ probability, as in classifier-free guidance). An unconditional model ignores
 import jax
 import jax.numpy as jnp
 
+from genfam import optim
 from genfam.errors import GenfamError
 from genfam.family import Family
 from genfam.likelihood import bits
-from genfam.loop import optim
 from genfam.nets.transformer import SAMPLERS, Transformer, sample_tokens
 
 CONDITIONS = ("none", "label", "caption")

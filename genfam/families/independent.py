@@ -10,8 +10,8 @@ import jax.numpy as jnp
 
 from genfam.family import Family
 from genfam.likelihood import bits
-from genfam.loop.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
-                               scalar_loss_family_state)
+from genfam.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
+                          scalar_loss_family_state)
 
 
 def log_prob(logits, image, label, conditional: bool):

@@ -41,9 +41,9 @@ from genfam.errors import GenfamError
 from genfam.family import Family
 from genfam.likelihood.bits import nats_to_bpd
 from genfam.likelihood.discretized import bin_centres
-from genfam.loop.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
-                               scalar_loss_family_state)
 from genfam.nets.vae_nets import VAE, PixelDecoder
+from genfam.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
+                          scalar_loss_family_state)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

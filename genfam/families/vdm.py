@@ -29,12 +29,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genfam import optim
 from genfam.diffusion import continuous, samplers
 from genfam.errors import GenfamError
 from genfam.families.diffusion import make_net
 from genfam.family import Family
 from genfam.likelihood.bits import nats_to_bpd
-from genfam.loop import optim
 
 SCHEDULES = ("fixed", "learned")
 TIME_SCALE = 1000.0   # the U-Net's sinusoidal embedding is made for integer steps 0 .. 1000

@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genfam import registry
+from genfam import registry, sharding
+from genfam.cpu import host_memory
 from genfam.data import pipeline, sources
 from genfam.errors import GenfamError
 from genfam.evaluation import evaluate, images, sample_quality
-from genfam.loop import cadence, host_memory, sharding
+from genfam.loop import cadence, frozen
 from genfam.loop import workdir as workdir_guard
 from genfam.loop.checkpointing import Checkpointer, config_to_dict
 from genfam.loop.logbook import Logbook, progress_bar
@@ -44,7 +45,9 @@ class Run:
     loaded = sources.load(config.data)
     self.spec, self.sources, self.provenance = loaded.spec, loaded.sources, loaded.provenance
     print(self.provenance.describe(), flush=True)
-    self.family = registry.make_family(config, self.spec)
+    # What the family takes from other runs (a caption model's frozen text encoder), restored here.
+    self.family_inputs = frozen.family_inputs(config, self.spec)
+    self.family = registry.make_family(config, self.spec, **self.family_inputs)
     self.mesh = sharding.data_mesh()
     self.loader = pipeline.train_loader(self.sources["train"], config.data.batch_size, config.seed)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), 4)
@@ -91,7 +94,7 @@ class Run:
     c = self.config.eval
     if not c.get("sample_quality", False) or self.family.sample is None:
       return None
-    judges = sample_quality.load_judges(c.get("classifier_workdir", ""), c.get("clip_workdir", ""), self.spec.name)
+    judges = frozen.load_judges(c.get("classifier_workdir", ""), c.get("clip_workdir", ""), self.spec.name)
     condition = sample_quality.sample_condition(self.family.likelihood_condition,
                                                 self.config.sample.get("conditional", False))
     report = sample_quality.evaluate(

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genfam.errors import GenfamError
-from genfam.nets.matmul_conv import Conv
+from genfam.cpu.matmul_conv import Conv
 
 
 class ZeroConv(nn.Module):

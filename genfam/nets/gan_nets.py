@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from genfam.errors import GenfamError
-from genfam.nets.conv_transpose import ConvTranspose
-from genfam.nets.matmul_conv import Conv
+from genfam.cpu.conv_transpose import ConvTranspose
+from genfam.cpu.matmul_conv import Conv
 
 
 def check_levels(image_shape, num_levels: int) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from genfam.nets.matmul_conv import Conv
+from genfam.cpu.matmul_conv import Conv
 
 
 def pixels_to_unit(image, num_bins: int):

@@ -23,7 +23,7 @@ result, fewer FLOPs: worth it on a CPU); 0 is one call over the whole sequence.
 Residual stream, LayerNorms and logits are float32; `dtype` (float32 or
 bfloat16) is the dtype of the matmuls, attention and the key-value cache; in bfloat16 on
 a CPU with bf16 matrix instructions the dense layers' kernel gradients take the form XLA
-runs on AMX (`nets.dense_products`).
+runs on AMX (`cpu.dense_products`).
 Dropout (rate `dropout`, rng stream 'dropout', train=True only) acts on the
 embeddings and on each residual branch.
 
@@ -42,7 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genfam.nets import dense_products
+from genfam.cpu import dense_products
 
 SAMPLERS = ("cached", "uncached")
 Cache = list  # [(k, v)] per layer, each [B, S, H, Dh] in the compute dtype

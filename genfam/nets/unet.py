@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genfam.nets.matmul_conv import Conv
+from genfam.cpu.matmul_conv import Conv
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10000.0):

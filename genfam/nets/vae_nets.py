@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from genfam.likelihood.discretized import (discretized_gaussian_log_prob, discretized_logistic_log_prob,
                                            discretized_logistic_mixture_log_prob)
 from genfam.nets.conv import ResidualBlock
-from genfam.nets.matmul_conv import Conv
+from genfam.cpu.matmul_conv import Conv
 
 
 def level_sizes(height: int, width: int, num_levels: int) -> list[tuple[int, int]]:

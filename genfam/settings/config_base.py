@@ -5,7 +5,7 @@ modules below them take plain values.
 """
 import ml_collections
 
-from genfam.loop import host_memory
+from genfam.cpu import host_memory
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,12 +35,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.progress = True         # a progress bar on stderr
   c.train.cpu_devices = 0         # CPU backend only: data-parallel devices per process (0: one per usable core,
                                   # lowered to divide the batch into parts of >= 8 rows); set by genfam.main
-                                  # before JAX starts (genfam/loop/sharding.py); GPU and TPU are untouched
+                                  # before JAX starts (genfam/cpu/xla_cpu.py); GPU and TPU are untouched
   c.train.xla_cpu_flags = ""      # XLA:CPU flags genfam.main puts before XLA_FLAGS (yours win) before JAX starts;
                                   # ones this jaxlib does not know are left out with a warning
   # Host memory: glibc keeps up to this many MiB of freed memory mapped (mallopt's mmap and trim
   # thresholds), so each step reuses the last step's buffers instead of faulting fresh pages in
-  # (genfam/loop/host_memory.py); 0: glibc's defaults.
+  # (genfam/cpu/host_memory.py); 0: glibc's defaults.
   c.train.malloc_retain_mib = host_memory.DEFAULT_MIB
   # genfam.main restarts once with glibc's huge-page tunable (host_memory.restart_for):
   # on where a step's buffers exceed 64 MiB per device (configs/ddpm.py, configs/realnvp.py, configs/igpt.py).
@@ -81,5 +81,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.dtype = "float32"       # product dtype of the networks' convolutions / matmuls: 'float32' or
                                   # 'bfloat16' (mixed precision: parameters, optimizer state, norms,
-                                  # log-dets and likelihood arithmetic stay float32: genfam/nets/matmul_conv.py)
+                                  # log-dets and likelihood arithmetic stay float32: genfam/cpu/matmul_conv.py)
   return c

@@ -9,7 +9,7 @@ import math
 import os
 
 from genfam.errors import GenfamError
-from genfam.loop import host_memory
+from genfam.cpu import host_memory
 
 # key -> (test, what the value must be)
 _POSITIVE_INT = "a positive integer"

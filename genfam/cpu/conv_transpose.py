@@ -4,7 +4,7 @@
 [kh, kw, Cin, Cout] applied by `lax.conv_transpose` with transpose_kernel=False,
 'SAME' / 'VALID' padding, the same parameter names, shapes and initialisers and the
 same auto-name 'ConvTranspose_<n>', so checkpoints carry over), with a `dtype` for
-its products as `nets.matmul_conv.Conv` has.
+its products as `cpu.matmul_conv.Conv` has.
 
 Why: the gradient of y = conv_transpose(x, k) with respect to x is a strided
 convolution of dy with k whose kernel JAX labels 'HWOI' (k's in and out axes
@@ -21,7 +21,7 @@ JAX's transpose rule turns into an 'HWIO' convolution; values are the same
 (tested in float64), only the layout XLA sees changes.
 
 On the CPU the forward product, and with it the kernel gradient (JAX's transpose
-of it), is computed phase by phase (`nets.phase_conv.input_dilated_conv`): the
+of it), is computed phase by phase (`cpu.phase_conv.input_dilated_conv`): the
 dilated-input convolution lax writes multiplies 4x as many terms at stride 2, mostly
 zeros, on a slow path. Forward + backward of the GAN generator's two layers at batch
 64, on two cores, went from 104 and 230 ms to 7.5 and 35 ms (`experiments.kernel_probe
@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from genfam.nets import phase_conv
-from genfam.nets.matmul_conv import ConvAttributes
+from genfam.cpu import phase_conv
+from genfam.cpu.matmul_conv import ConvAttributes
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 

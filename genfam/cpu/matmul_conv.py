@@ -7,7 +7,7 @@ with two more attributes:
 - dtype: the product's input dtype (float32 or bfloat16); parameters stay float32,
   products accumulate and return in float32 (float64 stays float64);
 - impl: 'xla' (lax.conv_general_dilated, the default; a strided one takes its input
-  gradient by phases on the CPU, `nets.phase_conv.strided_conv`, and a 1x1 stride-1 one
+  gradient by phases on the CPU, `cpu.phase_conv.strided_conv`, and a 1x1 stride-1 one
   is a matmul there, `pointwise_conv`) or 'matmul' (im2col: the kh*kw
   shifted, strided views of the padded input concatenated on channels,
   [B*Ho*Wo, kh*kw*Cin] @ [kh*kw*Cin, Cout]).
@@ -21,7 +21,7 @@ bfloat16 matrix units (AMX), which XLA's convolutions do not use; measured on th
 channels, 111 vs 128 at 128) and within 10% of it in float32, because XLA's bfloat16
 GEMMs with transposed operands (the backward pass) do not reach AMX either. The probe
 re-measures it on other machines. With the kernel gradient written as XLA does run on AMX
-(`nets.dense_products`), im2col in bf16 was still 1.2-2.6x slower than XLA's float32
+(`cpu.dense_products`), im2col in bf16 was still 1.2-2.6x slower than XLA's float32
 convolution at the U-Net's 28x28 shapes on an AMX Xeon
 (experiments/results/throughput/amx/, "Tried and not kept").
 """
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from genfam.errors import GenfamError
-from genfam.nets import phase_conv
+from genfam.cpu import phase_conv
 
 IMPLS = ("xla", "matmul")
 
@@ -81,7 +81,7 @@ class Conv(ConvAttributes):
   upsample=r: the convolution of the input upsampled r x by nearest neighbour
   (jax.image.resize 'nearest' to r H x r W, then this layer, stride 1), the same
   parameters; on the CPU computed at the input's resolution
-  (`nets.phase_conv.upsampled_conv`: 16 / 36 of the products for 3x3, r = 2)."""
+  (`cpu.phase_conv.upsampled_conv`: 16 / 36 of the products for 3x3, r = 2)."""
   impl: str = "xla"
   upsample: int = 1
 

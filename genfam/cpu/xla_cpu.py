@@ -1,15 +1,13 @@
-"""One code path for one device and many: a one-axis `data` mesh.
+"""What genfam sets before XLA:CPU starts: the CPU's split into data-parallel devices, and XLA:CPU flags.
 
-The batch is sharded over the `data` axis, parameters and optimizer state are
-replicated (what `pmap` did, written as `jax.jit` with shardings). Works on one
-CPU, 8 fake CPU devices, a GPU or a TPU slice; across processes each process
-supplies its own rows of the global batch.
+Platform tuning (DESIGN.md, "Scale"): XLA:CPU runs each operation of these models' sizes on
+about one thread, so a CPU is split into one data-parallel device per usable core
+(`train.cpu_devices`); XLA:CPU flags (`train.xla_cpu_flags`) are opt-in. `genfam.main` calls
+both before JAX starts a backend; GPU and TPU backends are untouched.
 """
 import os
 
 import jax
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from genfam.errors import GenfamError
 
@@ -83,39 +81,3 @@ def add_xla_cpu_flags(flags: str) -> str | None:
     return None
   os.environ["XLA_FLAGS"] = f"{flags} {os.environ.get('XLA_FLAGS', '')}".strip()
   return flags
-
-
-def data_mesh() -> jax.sharding.Mesh:
-  """All devices on one `data` axis, sharded automatically by the compiler (Auto
-  axis type: jit propagates the batch sharding, parameters stay replicated)."""
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def batch_sharding(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
-
-
-def replicated(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
-def shard_batch(batch: dict, mesh) -> dict:
-  """Process-local numpy rows -> global arrays sharded on their leading axis."""
-  sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
-
-
-def to_host(x) -> np.ndarray:
-  """A (possibly sharded) global array -> numpy on every process."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
-
-
-def global_rows(local: np.ndarray, mesh) -> np.ndarray:
-  """This process's rows of a batch-shaped array -> the global batch's rows, on every
-  process (as `to_host` returns a sharded result); the identity on one process."""
-  if jax.process_count() == 1:
-    return np.asarray(local)
-  return to_host(jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local)))

@@ -25,7 +25,7 @@ import numpy as np
 from genfam import registry
 from genfam.data import sources
 from genfam.errors import GenfamError
-from genfam.loop import sharding
+from genfam import sharding
 from genfam.loop.checkpointing import Checkpointer
 from genfam.settings import config_files
 
