@@ -1,19 +1,27 @@
 """Frozen models: a trained workdir's parameters and pure functions, for other models.
 
-A family or evaluation that needs a trained model (CLIP's text encoder for a
-text-conditional family, the domain classifier's features for FID) names the
-workdir in its config, e.g. `model.text_encoder_workdir`, and calls
+The loop's API to other runs' checkpoints. A family or evaluation that needs a trained
+model (CLIP's text encoder for a text-conditional family, the domain classifier's
+features for FID) names the workdir in its config, e.g. `model.text_encoder_workdir`;
+the loop restores it here and hands over plain functions, so neither a family nor the
+evaluation touches a checkpoint:
 
   frozen = load_frozen(config.model.text_encoder_workdir, "clip", key="model.text_encoder_workdir")
   embed = frozen.functions["encode_text"](frozen.params, tokens)   # [B, L] -> [B, E]
 
-The workdir's own config.json rebuilds the model (through the registry, like
-the loop), and its latest good checkpoint is restored through the same
-Checkpointer that wrote it (a corrupt latest step falls back to the previous
-one). The parameters are the family's `eval_params` (EMA weights where kept);
-the functions are its `exports`. A missing workdir, a workdir of another model
-or dataset, or a checkpoint that does not fit, is a one-line GenfamError with
-the command that trains the right one.
+- `family_inputs(config, spec)`: what a family takes from other runs, restored: the frozen
+  CLIP text encoder `encode_text` of a caption model (`model.condition='caption'`);
+  `make_family` builds a family with them (`registry.make_family(config, spec, **inputs)`).
+- `load_judges`: the classifier and CLIP that judge samples (`genfam.evaluation.sample_quality`).
+
+The workdir's own config.json (saved by the run that trained it) rebuilds the model
+(through the registry, like the loop): no config file of the repository is read, so an
+installed genfam restores it from any directory. Its latest good checkpoint is restored
+through the same Checkpointer that wrote it (a corrupt latest step falls back to the
+previous one). The parameters are the family's `eval_params` (EMA weights where kept);
+the functions are its `exports`. A missing workdir, a workdir of another model or
+dataset, or a checkpoint that does not fit, is a one-line GenfamError with the command
+that trains the right one.
 """
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -22,10 +30,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genfam import registry
+from genfam import registry, sharding
 from genfam.data import sources
 from genfam.errors import GenfamError
-from genfam import sharding
+from genfam.evaluation.sample_quality import Judges
+from genfam.family import Family
 from genfam.loop.checkpointing import Checkpointer
 from genfam.settings import config_files
 
@@ -54,14 +63,14 @@ def example_batch(spec, batch_size: int) -> dict:
 
 
 def load_frozen(workdir: str, config_name: str, *, dataset: str = "", key: str = "") -> Frozen:
-  """Restores the model trained by configs/<config_name>.py in `workdir`.
+  """Restores the model trained by configs/<config_name>.py in `workdir`, from the workdir alone.
 
-  config_name: 'clip', 'classifier', ...: the workdir must hold a model of that
-      config file's family.
+  config_name: 'clip', 'classifier': the workdir must hold a model of that family (the
+      family configs/<config_name>.py trains; named in the error messages' command).
   dataset: if given, the dataset the model must have been trained on.
   key: the config key that named the workdir, for the error messages.
   """
-  expected_family = config_files.load(config_name).family
+  expected_family = config_name
   where = f"{key}={workdir!r}" if key else f"workdir {workdir!r}"
   command = train_command(config_name, workdir, dataset)
   if not workdir:
@@ -103,3 +112,28 @@ def text_encoder(workdir: str, dataset: str, key: str = "model.text_encoder_work
   loaded = load_frozen(workdir, "clip", dataset=dataset, key=key)
   encode, params = loaded.functions["encode_text"], loaded.params
   return lambda tokens: jax.lax.stop_gradient(jnp.asarray(encode(params, tokens), jnp.float32))
+
+
+def family_inputs(config, spec) -> dict:
+  """What the family of `config` takes from other runs, restored once (files are read here,
+  never by the family): {'encode_text': the frozen CLIP text encoder of
+  model.text_encoder_workdir} for a model conditioned on captions (model.condition='caption'),
+  else {}."""
+  model = config.get("model", {})
+  if model.get("condition", "") != "caption":
+    return {}
+  return {"encode_text": text_encoder(model.get("text_encoder_workdir", ""), spec.name)}
+
+
+def make_family(config, spec) -> Family:
+  """The family of `config` for dataset `spec`, with the frozen models its config names
+  (`family_inputs`): how the loop, and any tool, builds a family."""
+  return registry.make_family(config, spec, **family_inputs(config, spec))
+
+
+def load_judges(classifier_workdir: str, clip_workdir: str, dataset: str) -> Judges:
+  """The models that judge samples (`genfam.evaluation.sample_quality`): the classifier
+  (required) and CLIP (if `clip_workdir`) trained on `dataset`, restored."""
+  classifier = load_frozen(classifier_workdir, "classifier", dataset=dataset, key="eval.classifier_workdir")
+  clip = load_frozen(clip_workdir, "clip", dataset=dataset, key="eval.clip_workdir") if clip_workdir else None
+  return Judges(classifier, clip)
