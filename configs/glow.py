@@ -1,54 +1,12 @@
-"""Glow (Kingma & Dhariwal 2018) on Fashion-MNIST, sized for a 2-core CPU.
+"""Glow (Kingma & Dhariwal 2018) on Fashion-MNIST, sized for a 2-core CPU: the main job.
 
-Run:
-  python -m genfam.main --config=configs/glow.py --workdir=runs/glow
-  python -m genfam.main --config=configs/glow.py --mode=eval --workdir=runs/glow
-  python -m genfam.main --config=configs/glow.py --mode=sample --workdir=runs/glow \
-      --config.sample.temperature=0.7
-  python -m genfam.main --config=configs/glow.py:smoke --workdir=/tmp/glow-smoke   # seconds, digits
+  .venv/bin/python -m genfam.main --config=configs/glow.py --workdir=runs/glow
 
-Reaches: 3.659 +- 0.009 bits/dim (exact; all 10000 test images x 4
-dequantization draws) after 6000 steps of 32 images (3.2 epochs), 38 minutes of
-training on one core of a 2-core AVX-512 CPU (86 images/s), peak RSS 1.3 GiB:
-  python -m genfam.main --config=configs/glow.py --config.train.num_steps=6000 \
-      --config.train.checkpoint_every=500 --workdir=runs/glow
-It was still improving (mean training-batch bits/dim, raw weights: 4.22 over
-steps 1000-2000, 3.91 over 2000-3000, 3.75 over 5000-6000; the test number
-uses the EMA weights); train longer by rerunning with a larger num_steps (it
-resumes).
-
-Architecture: L = 2 levels (28x28x1 -> squeeze 14x14x4 -> K steps -> split ->
-squeeze 7x7x8 -> K steps), K = 8 steps of actnorm -> LU 1x1 conv -> affine
-coupling (sigmoid(h + 2) scale), coupling network conv3x3-relu-conv1x1-relu-
-ZeroConv3x3 of width 64, learned conditional split prior and learned top prior;
-preprocessing x - 0.5 (log-det 0). 153k parameters. Batch 32.
-
-Why: two levels are all 28x28 allows without padding (7 is odd). K, width and
-batch were picked by a race at equal cost: every variant trains for the same
-3 minutes of wall-clock on this 2-core CPU (train.max_train_seconds, compile
-included), then test bits/dim on the first 2000 test images:
-  python -m experiments.sweep --config=configs/glow.py --root=runs/sweep_glow --cores=2 \
-    --common=train.num_steps=1000000,train.max_train_seconds=180,eval.num_examples=2000,train.checkpoint_every=2000 \
-    --variant=k8w64b32: --variant=k8w32b32:model.width=32 \
-    --variant=k4w32b32:model.num_steps=4,model.width=32 \
-    --variant=k16w32b32:model.num_steps=16,model.width=32 \
-    --variant=k8w32b64:model.width=32,data.batch_size=64
-  K=8,  width 64, batch 32: 1030 steps, 4.284 +- 0.019   <- this config
-  K=16, width 32, batch 32:  620 steps, 4.392
-  K=8,  width 32, batch 32: 1114 steps, 4.430
-  K=4,  width 32, batch 32: 2954 steps, 4.473
-  K=8,  width 32, batch 64:  851 steps, 4.520
-(the same 2000 images for all, so differences are tighter than the standard
-errors). Capacity per step (width 64, or depth 16) beats more updates of a
-smaller flow, and at a fixed budget more updates of 32 images beat fewer of 64.
-Wall-clock races on a shared machine are noisy: a first K=8/width-32 attempt
-got half the throughput (661 steps, 4.71) and was rerun. The default run (2000
-steps of 32 images, about one epoch) trains for ~9 minutes here (118 images/s
-on both cores, `python -m experiments.benchmark_speed`), then evaluates all
-10000 test images x 4 draws (75 s on one core); train longer with
---config.train.num_steps.
-`--config.model.class_conditional=True` makes the top prior class-conditional
-(then `--config.sample.conditional=True` samples rows by label).
+L = 2 levels of K = 8 steps (actnorm, LU 1x1 conv, affine coupling of width 64), learned split
+and top priors; 153k parameters, batch 32: the winner of an equal-cost race of five variants.
+Headline: 3.659 +- 0.009 bits/dim (exact for the dequantized density; all 10000 test images x 4
+draws) after 6000 steps of 32. Command, the race and the full story: docs/results.md, "Glow" and
+"Per-family results". ':smoke' is the tiny variant the tests run.
 """
 from genfam.settings.config_base import base_config
 

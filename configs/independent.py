@@ -1,9 +1,10 @@
 """Independent-pixel categorical baseline: the bits/dim of ignoring all structure.
 
-  python -m genfam.main --config=configs/independent.py --workdir=runs/independent
+  .venv/bin/python -m genfam.main --config=configs/independent.py --workdir=runs/independent
 
-Reaches: (see README results table).
-Smoke variant (used by tests): --config=configs/independent.py:smoke
+Headline: 4.709 +- 0.198 bits/dim (exact) on the first 25 test images after 4 minutes of
+training, in the cross-family comparison (command and table: docs/comparison.md).
+':smoke' is the tiny variant the tests run.
 """
 from genfam.settings import config_base
 
