@@ -16,6 +16,13 @@ an example with others (retrieval recall@k) compare it within its evaluation
 batch: each (global) batch of eval.batch_size test examples is a gallery (the
 last one smaller: its padding rows are masked out), so their chance level is
 about k / gallery size, computed per example and reported beside them.
+
+Fewer examples than eval.batch_size are evaluated in one batch of their own size (rounded
+up to the device count: `evaluated_batch_size`), not padded to eval.batch_size, so that an
+expensive bound on a few images (IWAE-1000, AIS, all T terms of a diffusion bound) costs
+those images. The values are unchanged where a family draws its noise with the batch as
+the leading axis: JAX's (partitionable) threefry draws row i's numbers from its position,
+whatever the number of rows after it.
 """
 import collections
 import math
@@ -72,6 +79,15 @@ def batch_results(fn, params, batches, rng, mesh, *, num_draws: int):
     yield mask, [{k: np.asarray(v) for k, v in draw.items()} for draw in draws]
 
 
+def evaluated_batch_size(batch_size: int, num_examples: int, source_size: int) -> int:
+  """The rows of an evaluation batch: eval.batch_size, or, when fewer examples are evaluated
+  (num_examples, 0 for all `source_size`), their count rounded up to a multiple of the device
+  count (every device of the mesh gets an equal share; the padding rows are masked out)."""
+  total = source_size if num_examples <= 0 else min(num_examples, source_size)
+  devices = jax.device_count()
+  return max(1, min(batch_size, -(-total // devices) * devices))
+
+
 def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int, batch_size: int,
                       num_examples: int = 0, num_draws: int = 1, conditional_on: str = "") -> dict:
   """Mean per-example bits/dim of `fn` over the test split, with its parts.
@@ -83,6 +99,7 @@ def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int
   """
   start = time.time()
   sums, count, per_example_total = {}, 0, []
+  batch_size = evaluated_batch_size(batch_size, num_examples, len(source))
   batches = pipeline.eval_batches(source, batch_size, num_examples)
   for mask, draws in batch_results(fn, params, batches, rng, mesh, num_draws=num_draws):
     mean = {k: np.mean([dr[k] for dr in draws], axis=0)[mask] for k in draws[0]}
@@ -110,6 +127,7 @@ def metrics_report(fn, params, source, rng, mesh, *, headline: str, batch_size: 
   """
   start = time.time()
   values, count = {}, 0
+  batch_size = evaluated_batch_size(batch_size, num_examples, len(source))
   batches = ((dict(batch, mask=mask), mask) for batch, mask in pipeline.eval_batches(source, batch_size, num_examples))
   for mask, draws in batch_results(fn, params, batches, rng, mesh, num_draws=num_draws):
     for k in draws[0]:

@@ -26,10 +26,12 @@ Generator loss (non-saturating), GAN-INT (beta = 0.5):
   discriminator is never updated on them (its step runs before and uses none).
 One jitted `update` holds a D step (Adam, optim.d_learning_rate) and then a G
 step against the updated D (Adam, optim.learning_rate), with their own optax
-states and split keys, and an EMA of G's weights (optim.ema_decay, warmed up)
-that evaluation and sampling use. The metric 'loss' = L_D + L_G (the sum, so
-a non-finite value in either step skips the step); 'd_loss', 'g_loss' and the
-per-pair losses and accuracies are logged apart. 'sample_diversity' =
+states and split keys (both `genfam.optim.optimizer_from_config` of the optim
+section, so every key counts: warm-up, cosine decay, clipping, weight decay, betas;
+D's with optim.d_learning_rate: `optimizers`), and an EMA of G's weights
+(optim.ema_decay, warmed up) that evaluation and sampling use. The metric
+'loss' = L_D + L_G (the sum, so a non-finite value in either step skips the
+step); 'd_loss', 'g_loss' and the per-pair losses and accuracies are logged apart. 'sample_diversity' =
 mean_i |G(z_i, c_i) - G(z'_i, c_i)| / mean_i |y_i - y_{i+1}| (two draws of the
 same condition against the spread of real images, L2 over pixels);
 'alert_mode_collapse' = 1 when it falls below `model.collapse_threshold`.
@@ -55,6 +57,7 @@ from typing import Callable, NamedTuple, Optional
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -63,7 +66,7 @@ from genfam.family import Family
 from genfam.likelihood import ais
 from genfam.likelihood.bits import dequantize, nats_to_bpd
 from genfam.nets.gan_nets import Discriminator, Generator, check_levels
-from genfam.optim import ema_decay_at, ema_update, make_optimizer
+from genfam.optim import ema_decay_at, ema_update, optimizer_from_config
 
 CONDITIONS = ("label", "caption")
 GAN_INT_BETA = 0.5
@@ -350,12 +353,18 @@ def condition_for_sampling(gan: GAN, num: int, condition=None):
   return gan.tokens_to_condition(condition)
 
 
+def optimizers(optim_config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+  """(G's, D's) optimizer: `optimizer_from_config` of the optim section, D's with
+  optim.d_learning_rate for the learning rate (every other key shared)."""
+  d_config = ml_collections.ConfigDict(dict(optim_config.items(), learning_rate=optim_config.d_learning_rate))
+  return optimizer_from_config(optim_config), optimizer_from_config(d_config)
+
+
 def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
   """The GAN family; encode_text stands in for the frozen text encoder (tests)."""
   gan = build(config, spec, encode_text)
   m, o, e = config.model, config.optim, config.eval
-  g_tx = make_optimizer(o.learning_rate, o.warmup_steps, 0, o.clip_norm, 0.0, o.b1, o.b2)
-  d_tx = make_optimizer(o.d_learning_rate, o.warmup_steps, 0, o.clip_norm, 0.0, o.b1, o.b2)
+  g_tx, d_tx = optimizers(o)
   shape = tuple(spec.image_shape)
 
   def init(rng, batch):
