@@ -71,3 +71,39 @@ def test_kid_subsets_are_at_most_half_of_each_set_so_their_spread_is_not_zero():
   assert (value, spread) == fid.kid(a, b, num_subsets=30, subset_size=20)
   with pytest.raises(ValueError, match="at least 4"):
     fid.kid(a[:3], b, subset_size=1000)
+
+
+def test_standardizer_uses_the_statistics_set_and_maps_it_to_zero_mean_unit_variance():
+  rng = np.random.default_rng(3)
+  stats = rng.normal([5.0, -2.0, 100.0], [0.1, 3.0, 40.0], size=(2000, 3))
+  z = fid.standardizer(stats)
+  np.testing.assert_allclose(z(stats).mean(axis=0), 0.0, atol=1e-9)
+  np.testing.assert_allclose(z(stats).std(axis=0), 1.0, rtol=1e-5)
+  other = rng.normal(size=(7, 3))
+  np.testing.assert_allclose(z(other), (other - stats.mean(0)) / stats.std(0), rtol=1e-5)
+  assert np.all(fid.standardizer(np.ones((5, 2)))(np.ones((3, 2))) == 0.0)   # a constant feature maps to 0
+  with pytest.raises(ValueError):
+    fid.standardizer(np.ones((1, 2)))
+
+
+def test_kid_on_standardized_features_is_invariant_to_rescaling_the_features_and_readable():
+  """KID on train-standardized features does not change when every raw feature is rescaled and shifted
+  (a classifier's arbitrary feature scale), while KID on raw features does (by orders of magnitude); and
+  on the standardized scale a one-standard-deviation shift of the mean reads O(1), the same distribution ~0."""
+  rng = np.random.default_rng(4)
+  train, real = rng.normal(size=(1000, 8)), rng.normal(size=(400, 8))
+  fake = rng.normal(0.5, 1.0, size=(400, 8))
+  scale, shift = rng.uniform(5.0, 50.0, size=8), rng.uniform(-100.0, 100.0, size=8)
+  args = dict(num_subsets=10, subset_size=200)
+
+  def standardized_kid(t, a, b):
+    z = fid.standardizer(t)
+    return fid.kid(z(a), z(b), **args)[0]
+
+  base = standardized_kid(train, fake, real)
+  moved = standardized_kid(train * scale + shift, fake * scale + shift, real * scale + shift)
+  assert moved == pytest.approx(base, rel=1e-9)
+  raw, raw_moved = fid.kid(fake, real, **args)[0], fid.kid(fake * scale + shift, real * scale + shift, **args)[0]
+  assert raw_moved > 100 * raw
+  assert 0.05 < base < 5.0
+  assert abs(standardized_kid(train, rng.normal(size=(400, 8)), real)) < 0.05

@@ -89,8 +89,10 @@ def test_a_sampler_of_train_images_scores_the_floor(data):
   features = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)
   want = fid.fid(features(train_images[:num]), features(test_images[:num]))
   assert report["fid_floor"] == pytest.approx(want, rel=1e-6) and report["fid"] == pytest.approx(want, rel=1e-6)
-  want_kid = fid.kid(features(train_images[:num]), features(test_images[:num]), num_subsets=5, subset_size=50)
+  z = fid.standardizer(features(train_images[:10000]))          # KID on train-standardized features
+  want_kid = fid.kid(z(features(train_images[:num])), z(features(test_images[:num])), num_subsets=5, subset_size=50)
   assert report["kid_floor"] == pytest.approx(want_kid[0], rel=1e-6)
+  assert report["num_kid_stats"] == min(10000, len(train_images))
   assert (report["kid"], report["kid_std"]) == (report["kid_floor"], report["kid_floor_std"])
   assert report["num_samples"] == report["num_reference"] == report["num_floor"] == num
   assert report["condition"] is None and "class_agreement" not in report
@@ -126,6 +128,33 @@ def test_conditions_are_the_test_splits_own(data, condition):
   else:
     assert "clip_cosine" not in report
   assert "condition" in sample_quality.describe(report) or "conditioned" in sample_quality.describe(report)
+
+
+def test_reference_conditions_and_kid_statistics_are_set_apart(data):
+  """eval.reference_images / condition_images / kid_stats_images: FID against the first M test images,
+  samples conditioned on the first C (< M) in turn, agreement's real ceiling on those C, KID standardized
+  with the first S train images' statistics."""
+  test, train_split = data.sources["test"], data.sources["train"]
+  m, c, num, s, seen = 300, 40, 100, 500, []
+  ref = sample_quality.reference(test, m)
+
+  def sample(params, rng, n, cond):
+    seen.append(np.asarray(cond))
+    return pipeline.split_images(train_split)[:n]
+
+  report = sample_quality.evaluate(sample, None, test, train_split, data.spec, jax.random.PRNGKey(0), _judges(2),
+                                   condition="label", num_samples=num, sample_batch_size=num, batch_size=64,
+                                   kid_subsets=3, kid_subset_size=40, reference_images=m, condition_images=c,
+                                   kid_stats_images=s)
+  np.testing.assert_array_equal(np.concatenate(seen), ref["label"][:c][np.arange(num) % c])
+  assert (report["num_reference"], report["num_conditions"], report["num_kid_stats"]) == (m, c, s)
+  assert report["class_agreement_real"] == pytest.approx(np.mean(ref["label"][:c] == 2))
+  features = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)
+  train_images = pipeline.split_images(train_split)
+  assert report["fid"] == pytest.approx(fid.fid(features(train_images[:num]), features(ref["image"])), rel=1e-6)
+  z = fid.standardizer(features(train_images[:s]))
+  want = fid.kid(z(features(train_images[:num])), z(features(ref["image"])), num_subsets=3, subset_size=40)
+  assert report["kid"] == pytest.approx(want[0], rel=1e-6)
 
 
 def test_batched_pads_and_trims():

@@ -15,7 +15,12 @@ KID (Binkowski et al. 2018): the unbiased estimate of the squared MMD with the
 cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over `num_subsets`
 random subsets of `subset_size` of each set; reported with the standard
 deviation over subsets. Unbiased: its expectation is 0 when both sets come from
-one distribution, whatever N.
+one distribution, whatever N. The kernel assumes features of order 1 (as
+Inception's pooled features are); raw classifier features of norm ~100 put
+x.y / d in the hundreds and KID in the hundreds of thousands, so the evaluation
+first standardizes every feature with a reference set's mean and standard
+deviation (`standardizer`: train-split statistics), which makes KID invariant
+to any per-feature affine rescaling of the features.
 """
 import numpy as np
 
@@ -47,6 +52,18 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
   """FID between two feature sets [N_a, F], [N_b, F]."""
   return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
+
+
+def standardizer(features: np.ndarray, eps: float = 1e-6):
+  """features [N, F] (the statistics set, e.g. train images' features) -> a function mapping
+  features [M, F] to (features - mean) / std, float64, with mean and std per feature over the N rows
+  (a feature whose std is below eps * max(std) is only centred: a constant one maps to 0)."""
+  x = np.asarray(features, np.float64)
+  if x.ndim != 2 or len(x) < 2:
+    raise ValueError(f"need at least 2 feature vectors [N, F] for the statistics, got shape {x.shape}")
+  mean, std = x.mean(axis=0), x.std(axis=0)
+  scale = np.where(std > eps * max(float(std.max()), 1e-300), std, 1.0)
+  return lambda f: (np.asarray(f, np.float64) - mean) / scale
 
 
 def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -6,26 +6,30 @@ frozen domain classifier (configs/classifier.py, `eval.classifier_workdir`) and,
 for caption models, the frozen contrastive encoders (configs/clip.py,
 `eval.clip_workdir`), both restored by the loop (`genfam.loop.frozen.load_judges`).
 
-Reference set: the first M = min(N, test size) test images, with their labels
-and evaluation captions (seed `pipeline.EVAL_CAPTION_SEED`, epoch 0: what
-`pipeline.eval_batches` gives). Sample i is drawn
+Reference set: the first M test images (eval.reference_images; 0: M = min(N, test
+size)). Conditions: the labels and evaluation captions (seed `pipeline.EVAL_CAPTION_SEED`,
+epoch 0: what `pipeline.eval_batches` gives) of the first C test images
+(eval.condition_images; 0: C = M). Sample i is drawn
 - unconditionally by an unconditional model (condition ''),
-- from the label of test image i mod M by a label model (condition 'label'),
-- from the caption of test image i mod M by a caption model (condition 'caption'),
-so a conditional model's class mix is the test split's.
+- from the label of test image i mod C by a label model (condition 'label'),
+- from the caption of test image i mod C by a caption model (condition 'caption'),
+so a conditional model's class mix is that of the first C test images.
 
 FID and KID (`genfam.evaluation.fid`) on the classifier's penultimate features f(x) in R^F:
-  fid = FID(f(samples), f(reference)),   kid = KID(f(samples), f(reference)),
-beside the real-vs-real floor: the first min(N, train size) TRAIN images against
-the same reference, at the same N (FID is biased in N; KID is not).
+  fid = FID(f(samples), f(reference)),   kid = KID(z(samples), z(reference)),
+where z standardizes each feature with the mean and standard deviation of the first
+S train images' features (eval.kid_stats_images; `fid.standardizer`), so that KID's
+cubic kernel sees features of order 1; FID is on the raw features (it is comparable
+with earlier reports). Beside them the real-vs-real floor: the first min(N, train size)
+TRAIN images against the same reference, at the same N (FID is biased in N; KID is not).
 
-Text agreement (conditional models), over samples i with condition c_i from test image j = i mod M:
+Text agreement (conditional models), over samples i with condition c_i from test image j = i mod C:
   class_agreement   = 1/N sum_i [argmax classifier(x_i) = label_j]      (label and caption models)
   <attr>_agreement  = mean over the samples whose caption names attribute a of
                       [measure_a(x_i) = the caption's value of a]        (caption models)
   clip_cosine       = 1/N sum_i t(c_i) . v(x_i)                          (caption models, unit-norm CLIP embeddings)
 with `captions.measure_attributes` under the dataset's own thresholds. The same
-numbers for the M real test images with their own captions ('<name>_real') are
+numbers for the C real test images with their own captions ('<name>_real') are
 the ceiling; the attribute ceiling is 1 exactly, since a caption names the
 measured attributes of its image. '<attr>_named' is the share of captions that
 name attribute a.
@@ -163,13 +167,17 @@ def text_agreement(images, labels, tokens, judges: Judges, spec, thresholds: dic
 
 def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, condition: str, num_samples: int,
              sample_batch_size: int, batch_size: int, kid_subsets: int = 100, kid_subset_size: int = 1000,
-             keep: int = 0) -> dict:
+             keep: int = 0, reference_images: int = 0, condition_images: int = 0,
+             kid_stats_images: int = 10000) -> dict:
   """The sample-quality report of one model (kind 'sample_quality'; see the module docstring).
 
   sample(params, rng, num, condition) -> uint8 [num, H, W, C]: the family's sampler.
   test, train: the splits (CaptionedSource for caption models: thresholds and captions).
   condition: '', 'label' or 'caption' (`sample_condition`).
-  -> {'kind': 'sample_quality', 'condition', 'num_samples', 'num_reference', 'num_floor',
+  reference_images, condition_images, kid_stats_images: M, C and S of the module docstring (0: M = min(N, test),
+  C = M).
+  -> {'kind': 'sample_quality', 'condition', 'num_samples', 'num_reference', 'num_conditions', 'num_kid_stats',
+      'num_floor',
       'fid', 'kid', 'kid_std', 'fid_floor', 'kid_floor', 'kid_floor_std', speed (`draw_samples`),
       text agreement and its '<name>_real' ceiling (conditional models), 'seconds'}; with `keep`,
       also 'first_samples': {'image' uint8 [k, H, W, C], 'label' [k][, 'caption' [k, L]]}, the
@@ -185,38 +193,45 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
     raise GenfamError("a caption model is judged on the test captions, but the test split has none: "
                       "use a captioned dataset (genfam.data.sources.load)")
   start = time.time()
-  ref = reference(test, num_samples)
+  ref = reference(test, reference_images or num_samples)
   m = len(ref["label"])
-  rows = np.arange(num_samples) % m                                                # test image of sample i
-  cond = {"": None, "label": ref["label"][rows], "caption": ref.get("caption", np.zeros((m, 0)))[rows]}[condition]
+  conds = reference(test, condition_images) if condition_images else ref                # the first C test images
+  c_count = len(conds["label"])
+  rows = np.arange(num_samples) % c_count                                          # test image of sample i
+  cond = {"": None, "label": conds["label"][rows],
+          "caption": conds.get("caption", np.zeros((c_count, 0)))[rows]}[condition]
   samples, speed = draw_samples(sample, params, rng, num_samples, sample_batch_size, cond)
   if samples.shape[1:] != tuple(spec.image_shape) or samples.dtype != np.uint8:
     raise GenfamError(f"the sampler returned {samples.dtype} {samples.shape[1:]}, not uint8 {spec.image_shape}: "
                       f"a family's sample must return uint8 [num, H, W, C]")
-  floor_images = pipeline.split_images(train)[:num_samples]
+  train_images = pipeline.split_images(train)
+  floor_images = train_images[:num_samples]
   features = batched(lambda x: judges.classifier.functions["features"](judges.classifier.params, x), batch_size)
   f_samples, f_ref, f_floor = features(samples), features(ref["image"]), features(floor_images)   # [., F]
+  stats_images = train_images[:kid_stats_images]
+  z = fid.standardizer(features(stats_images))                                     # train-split statistics
   kid_args = dict(num_subsets=kid_subsets, subset_size=kid_subset_size)
   report = {"kind": "sample_quality", "condition": condition or None, "num_samples": num_samples,
-            "num_reference": m, "num_floor": len(floor_images),
+            "num_reference": m, "num_conditions": c_count if condition else 0, "num_floor": len(floor_images),
+            "num_kid_stats": len(stats_images),
             "fid": fid.fid(f_samples, f_ref), "fid_floor": fid.fid(f_floor, f_ref)}
-  report["kid"], report["kid_std"] = fid.kid(f_samples, f_ref, **kid_args)
-  report["kid_floor"], report["kid_floor_std"] = fid.kid(f_floor, f_ref, **kid_args)
+  report["kid"], report["kid_std"] = fid.kid(z(f_samples), z(f_ref), **kid_args)
+  report["kid_floor"], report["kid_floor_std"] = fid.kid(z(f_floor), z(f_ref), **kid_args)
   report.update(speed)
   if condition:
     tokens = cond if condition == "caption" else None
-    agreement = text_agreement(samples, ref["label"][rows], tokens, judges, spec, getattr(test, "thresholds", None),
-                               batch_size)
-    real = text_agreement(ref["image"], ref["label"], ref.get("caption") if condition == "caption" else None,
+    agreement = text_agreement(samples, conds["label"][rows], tokens, judges, spec,
+                               getattr(test, "thresholds", None), batch_size)
+    real = text_agreement(conds["image"], conds["label"], conds.get("caption") if condition == "caption" else None,
                           judges, spec, getattr(test, "thresholds", None), batch_size)
     report.update(agreement)
     report.update({f"{k}_real": v for k, v in real.items() if not k.endswith("_named")})
   report["seconds"] = time.time() - start
   if keep:
     k = min(keep, num_samples)
-    report["first_samples"] = {"image": samples[:k], "label": ref["label"][rows[:k]]}
-    if "caption" in ref:
-      report["first_samples"]["caption"] = ref["caption"][rows[:k]]
+    report["first_samples"] = {"image": samples[:k], "label": conds["label"][rows[:k]]}
+    if "caption" in conds:
+      report["first_samples"]["caption"] = conds["caption"][rows[:k]]
   return report
 
 
@@ -224,9 +239,9 @@ def describe(report: dict) -> str:
   """Lines such as 'test FID 12.3 (floor 0.8), KID 0.0123 ± 0.0010 (floor 0.0002) on 10000 samples ...'."""
   cond = f", conditioned on the test {report['condition']}s" if report.get("condition") else ", unconditional"
   lines = [f"test FID {report['fid']:.3f} (real-vs-real floor {report['fid_floor']:.3f}), "
-           f"KID {report['kid']:.5f} ± {report['kid_std']:.5f} (floor {report['kid_floor']:.5f}) on classifier "
-           f"features: {report['num_samples']} samples{cond}, {report['num_reference']} test images, "
-           f"{report['num_floor']} train images for the floor",
+           f"KID {report['kid']:.5f} ± {report['kid_std']:.5f} (floor {report['kid_floor']:.5f}; standardized "
+           f"features) on classifier features: {report['num_samples']} samples{cond}, "
+           f"{report['num_reference']} test images, {report['num_floor']} train images for the floor",
            f"sampling: {report['sample_images_per_s']:.2f} images/s (draws of {report['sample_batch_size']}"
            f"{', compile included' if report['sample_speed_includes_compile'] else ''})"]
   agreement = [k for k in report if k.endswith("_agreement") or k == "clip_cosine"]

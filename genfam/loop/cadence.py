@@ -16,9 +16,23 @@ def is_due(step: int, every: int, last_step: int, first: bool = False) -> bool:
   return every > 0 and step % every == 0
 
 
+CLOCKS = ("wall", "cpu")
+
+
+def clock_source(name: str):
+  """train.clock -> the function a TrainingClock reads: 'wall' is time.time (seconds of wall
+  clock), 'cpu' is time.process_time (CPU seconds of this process, every thread summed).
+  Pinned to one core, 'cpu' counts the core-seconds the run actually got, so a budget is
+  not shrunk by other work on a busy machine (the budget ladder, docs/comparison.md)."""
+  if name not in CLOCKS:
+    raise ValueError(f"unknown train.clock {name!r}; use one of {CLOCKS}")
+  return time.time if name == "wall" else time.process_time
+
+
 class TrainingClock:
-  """A run's training time: wall-clock seconds in the loop summed over every session,
-  less the time spent in the periodic evaluations and sample grids inside the loop.
+  """A run's training time: seconds in the loop summed over every session (wall clock, or
+  with `now=time.process_time` the process's CPU time), less the time spent in the periodic
+  evaluations and sample grids inside the loop.
 
   train.max_train_seconds, eval.every_seconds, the checkpointed train_seconds and
   the logged images/s all read this clock, so a family whose evaluation is costly

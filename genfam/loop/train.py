@@ -6,10 +6,13 @@ time. Per-step randomness is `fold_in(train_key, step)`; the data order comes
 from the checkpointed grain iterator; so a run killed at any moment and
 started again with the same command continues exactly as if it had not stopped.
 """
+import contextlib
 import json
+import logging
 import math
 import os
 import resource
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +23,7 @@ from genfam.cpu import host_memory
 from genfam.data import pipeline, sources
 from genfam.errors import GenfamError
 from genfam.evaluation import evaluate, images, sample_quality
+from genfam.family import sample_condition
 from genfam.loop import cadence, frozen
 from genfam.loop import workdir as workdir_guard
 from genfam.loop.checkpointing import Checkpointer, config_to_dict
@@ -31,6 +35,8 @@ from genfam.settings import config_checks
 FINAL_EVAL = 2**31 - 1
 # The first samples of the sample-quality evaluation kept in WORKDIR/sample_quality_samples.npz.
 SAMPLE_QUALITY_KEEP = 16
+# The configs of caption-conditional models: the fix named when --caption meets another model.
+CAPTION_CONFIGS = "configs/ddpm.py:caption, configs/gan.py:caption, configs/igpt.py with --config.model.condition=caption"
 
 
 class Run:
@@ -48,6 +54,7 @@ class Run:
     # What the family takes from other runs (a caption model's frozen text encoder), restored here.
     self.family_inputs = frozen.family_inputs(config, self.spec)
     self.family = registry.make_family(config, self.spec, **self.family_inputs)
+    check_sample_condition(self.family, config)
     self.mesh = sharding.data_mesh()
     self.loader = pipeline.train_loader(self.sources["train"], config.data.batch_size, config.seed)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), 4)
@@ -69,8 +76,11 @@ class Run:
       return jax.jit(self.family.init, out_shardings=self.replicated)(self.init_key, self.example)
 
   def restore(self):
-    """-> (state, data_state, meta) of the latest good checkpoint, or None."""
-    return self.checkpointer.restore_latest(self.abstract_state)
+    """-> (state, data_state, meta) of the latest good checkpoint, or None. A corrupt step is
+    an expected failure here, which the checkpointer reports in one line of its own (the step
+    it moved aside): orbax's own error lines are silenced meanwhile (`quiet_orbax`)."""
+    with quiet_orbax():
+      return self.checkpointer.restore_latest(self.abstract_state)
 
   def restore_or_fail(self):
     restored = self.restore()
@@ -100,7 +110,9 @@ class Run:
     report = sample_quality.evaluate(
         self.family.sample, self.family.eval_params(state), self.sources["test"], self.sources["train"], self.spec,
         key, judges, condition=condition, num_samples=c.get("num_samples", 10000),
-        sample_batch_size=c.get("sample_batch_size", 500), batch_size=c.batch_size, keep=SAMPLE_QUALITY_KEEP)
+        sample_batch_size=c.get("sample_batch_size", 500), batch_size=c.batch_size, keep=SAMPLE_QUALITY_KEEP,
+        reference_images=c.get("reference_images", 0), condition_images=c.get("condition_images", 0),
+        kid_stats_images=c.get("kid_stats_images", 10000))
     first = report.pop("first_samples")  # the first samples and their conditions, for comparison pictures
     if is_primary():
       np.savez(os.path.join(self.workdir, "sample_quality_samples.npz"), condition=condition, **first)
@@ -128,6 +140,57 @@ class Run:
     return images.save_grid(path, samples, self.spec.num_bins, columns=columns)
 
 
+def check_sample_condition(family, config, caption: str | None = None) -> None:
+  """Refuses conditional samples that the model would ignore: a caption (`caption`, --caption)
+  for a model not conditioned on captions, or config.sample.conditional (samples by label) for
+  an unconditional one (`family.sample_condition`)."""
+  if family.sample is None:
+    return
+  kind = sample_condition(family)
+  if caption is not None and kind != "caption":
+    drawn = "by label" if kind == "label" else "unconditionally"
+    instead = " (--config.sample.conditional=True samples it by label)" if kind == "label" else ""
+    raise GenfamError(f"--caption needs a caption-conditional model, but this {config.family} model samples {drawn} "
+                      f"and would ignore the caption: drop --caption{instead}, or sample a workdir trained with a "
+                      f"caption-conditional config ({CAPTION_CONFIGS})")
+  if config.sample.get("conditional", False) and not kind:
+    raise GenfamError(f"sample.conditional=True asks for samples by label, but this {config.family} model is "
+                      f"unconditional and would ignore the labels: set --config.sample.conditional=False, or use a "
+                      f"conditional model (trained with --config.model.class_conditional=True where the config has "
+                      f"it, or a caption-conditional config: {CAPTION_CONFIGS})")
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+  """Orbax's own log lines (absl's logger) off while a checkpoint is read, and from then on the
+  'Event loop is closed' errors that a failed read's threads raise after it (unraisable
+  exceptions, printed as tracebacks): noise around a corrupt step, which the checkpointer
+  reports itself. genfam's own warnings (the root logger) still print."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.CRITICAL + 1)
+  if not getattr(sys.unraisablehook, "genfam_quiet", False):
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+      error = unraisable.exc_value
+      if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        previous(unraisable)
+    hook.genfam_quiet = True
+    sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
+def started(on_start) -> None:
+  """Calls `on_start` (if any): the command passed every check and now does its work
+  (`genfam.loop.workdir.RefusalLeavesNothing`)."""
+  if on_start is not None:
+    on_start()
+
+
 def is_primary() -> bool:
   """Whether this process writes the run's files (metrics, TensorBoard, grids, results):
   process 0 of a multi-process run, or the only one. Checkpoints are orbax's (every
@@ -153,9 +216,11 @@ def guarded_update(update):
   return step
 
 
-def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) -> dict:
+def train_and_evaluate(config, workdir: str, allow_config_change: bool = False, on_start=None) -> dict:
   """Trains config.train.num_steps steps (resuming from WORKDIR), then evaluates,
   samples and checkpoints. Returns the final summary (also in WORKDIR/results.json).
+  `on_start()` is called once every check has passed, before the first file of the run
+  is written (the CLI then records the command).
 
   Holds WORKDIR's lock throughout (a second run there is refused); on resume a
   config that differs from the checkpoint's in more than the keys that extend or
@@ -164,10 +229,10 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
   """
   with workdir_guard.lock(workdir, jax.process_index(), jax.process_count()), \
        workdir_guard.Preemption() as preemption:
-    return _train_and_evaluate(config, workdir, allow_config_change, preemption)
+    return _train_and_evaluate(config, workdir, allow_config_change, preemption, on_start)
 
 
-def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preemption) -> dict:
+def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preemption, on_start=None) -> dict:
   run = Run(config, workdir)
   c = config.train
   total = c.num_steps
@@ -183,6 +248,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
     print(f"resumed from step {step} ({run.checkpointer.directory})", flush=True)
     workdir_guard.check_resume_config(workdir, meta.get("config", {}), config_to_dict(config), step,
                                       allow_config_change, record=is_primary())
+  started(on_start)
   # Only now, so that a config refused by the checkpoint leaves the run's config.json alone;
   # and only for a new run: config.json is the config it started with (changes: config_history.jsonl).
   config_path = os.path.join(workdir, "config.json")
@@ -193,7 +259,7 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
   train_step = jax.jit(guarded_update(run.family.update), donate_argnums=0,
                        out_shardings=(run.replicated, run.replicated, run.replicated))
 
-  clock = cadence.TrainingClock(seconds_before)
+  clock = cadence.TrainingClock(seconds_before, now=cadence.clock_source(c.get("clock", "wall")))
 
   def checkpoint(step, train_seconds=None):
     # train_seconds: training time in this loop summed over every session of the run
@@ -275,11 +341,17 @@ def _train_and_evaluate(config, workdir: str, allow_config_change: bool, preempt
   train_images_per_s = images_seen / (clock.seconds() - timer) if timer is not None and images_seen else None
   if train_images_per_s is None:  # nothing trained in this session: keep the last session's rate
     train_images_per_s = previous_results(workdir).get("train_images_per_s")
-  summary = finish(run, state, step, logbook, train_seconds)
+  if c.get("final_eval", True):
+    summary = finish(run, state, step, logbook, train_seconds)
+  else:  # judged later (--mode=eval): the checkpoint and the training numbers only
+    summary = {"step": step, "family": config.family, "dataset": run.spec.name, "data": run.provenance.as_dict(),
+               "test": {}, "samples": None}
+    print(f"train.final_eval=False: no test evaluation; judge step {step} with --mode=eval", flush=True)
   summary["train_images_per_s"] = train_images_per_s
   summary["nonfinite_steps"] = nonfinite_total
   summary["alerts"] = alerts
   summary["train_seconds"] = train_seconds
+  summary["train_clock"] = c.get("clock", "wall")
   summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   summary["processes"] = jax.process_count()
   summary["devices"] = jax.device_count()
@@ -337,10 +409,14 @@ def finish(run: Run, state, step: int, logbook: Logbook, train_seconds: float | 
   return summary
 
 
-def evaluate_workdir(config, workdir: str) -> dict:
-  """--mode=eval: test bits/dim of the latest checkpoint in WORKDIR."""
+def evaluate_workdir(config, workdir: str, on_start=None) -> dict:
+  """--mode=eval: test bits/dim of the latest readable checkpoint in WORKDIR (its step is
+  printed first); `on_start()` once it is restored."""
   run = Run(config, workdir)
   state, _, meta = run.restore_or_fail()
+  started(on_start)
+  print(f"evaluating step {int(meta['step'])} (the latest readable checkpoint in {run.checkpointer.directory})",
+        flush=True)
   reports = run.evaluate(state, config.eval.num_examples, extras=True,
                          key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
   print(evaluate.describe(reports), flush=True)
@@ -350,20 +426,28 @@ def evaluate_workdir(config, workdir: str) -> dict:
     print(sample_quality.describe(quality), flush=True)
     summary["sample_quality"] = quality
   if is_primary():
-    with open(os.path.join(workdir, f"eval_step_{int(meta['step'])}.json"), "w") as f:
+    path = os.path.join(workdir, f"eval_step_{int(meta['step'])}.json")
+    with open(path, "w") as f:
       json.dump(summary, f, indent=2)
+    print(f"step {int(meta['step'])} evaluated: {path}", flush=True)
   return summary
 
 
-def sample_workdir(config, workdir: str, path: str = "", caption: str | None = None) -> str:
-  """--mode=sample: a sample grid PNG from the latest checkpoint in WORKDIR; with `caption`,
-  every sample is conditioned on that sentence (tokenized with the dataset's vocabulary)."""
+def sample_workdir(config, workdir: str, path: str = "", caption: str | None = None, on_start=None) -> str:
+  """--mode=sample: a sample grid PNG from the latest checkpoint in WORKDIR, at `path` (a relative
+  path is in WORKDIR; default WORKDIR/samples_step_<step>.png); with `caption`, every sample is
+  conditioned on that sentence (tokenized with the dataset's vocabulary), which a model not
+  conditioned on captions refuses. `on_start()` once the checkpoint is restored."""
   run = Run(config, workdir)
   if run.family.sample is None:
     raise GenfamError(f"family {config.family!r} draws no samples: --mode=sample is for generative families; "
                       f"use --mode=eval for its test metrics")
+  check_sample_condition(run.family, config, caption)
   state, _, meta = run.restore_or_fail()
-  path = path or os.path.join(workdir, f"samples_step_{int(meta['step'])}.png")
+  started(on_start)
+  path = os.path.join(workdir, path or f"samples_step_{int(meta['step'])}.png")  # an absolute path stays as it is
+  print(f"sampling step {int(meta['step'])} (the latest readable checkpoint in {run.checkpointer.directory})",
+        flush=True)
   condition = None
   if caption is not None:
     from genfam.data import captions

@@ -33,6 +33,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.max_train_seconds = 0.0  # stop once the run (all sessions) has trained this long (periodic evals and
                                    # sample grids not counted: cadence.TrainingClock); 0 = no limit
   c.train.progress = True         # a progress bar on stderr
+  c.train.clock = "wall"          # what train.max_train_seconds and train_seconds count: "wall" clock, or "cpu" (this
+                                  # process's CPU seconds, all threads: on one pinned core, a budget a busy machine
+                                  # does not shrink; genfam/loop/cadence.py)
+  c.train.final_eval = True       # False: end after the final checkpoint, without the test evaluation and the sample
+                                  # grid (judge it later with --mode=eval, as experiments/ladder.py does)
   c.train.cpu_devices = 0         # CPU backend only: data-parallel devices per process (0: one per usable core,
                                   # lowered to divide the batch into parts of >= 8 rows); set by genfam.main
                                   # before JAX starts (genfam/cpu/xla_cpu.py); GPU and TPU are untouched
@@ -72,6 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.classifier_workdir = ""  # a configs/classifier.py workdir (required with sample_quality)
   c.eval.clip_workdir = ""        # a configs/clip.py workdir: image-text cosine of caption models ("" = none)
   c.eval.num_samples = 10000      # N samples; FID / KID against the first min(N, test) test images
+  c.eval.reference_images = 0     # FID / KID reference: the first R test images (0: min(N, test split))
+  c.eval.condition_images = 0     # conditional samples take the labels / captions of the first C test images in
+                                  # turn; text agreement's real ceiling on the same C (0: the reference's)
+  c.eval.kid_stats_images = 10000  # KID's features are standardized with the mean and std of these first train images
   c.eval.sample_batch_size = 500  # samples per sampler call
 
   c.sample = ml_collections.ConfigDict()

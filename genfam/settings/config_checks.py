@@ -31,6 +31,7 @@ _RULES = {
     "train.malloc": (lambda v: v in host_memory.MALLOC_CHOICES,
                      "one of " + ", ".join(repr(m) for m in host_memory.MALLOC_CHOICES)),
     "train.max_train_seconds": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0 (0: no limit)"),
+    "train.clock": (lambda v: v in ("wall", "cpu"), "'wall' or 'cpu'"),
     "optim.learning_rate": (lambda v: _number(v) and v > 0, "a positive number"),
     "optim.warmup_steps": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT),
     "optim.decay_steps": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: no decay)"),
@@ -43,6 +44,9 @@ _RULES = {
     "eval.num_examples": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: the whole split)"),
     "eval.num_draws": (lambda v: isinstance(v, int) and v > 0, _POSITIVE_INT),
     "eval.extra_num_examples": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: as num_examples)"),
+    "eval.reference_images": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: min(N, test split))"),
+    "eval.condition_images": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: the reference's)"),
+    "eval.kid_stats_images": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "sample.num": (lambda v: isinstance(v, int) and v > 0, _POSITIVE_INT),
 }
 
