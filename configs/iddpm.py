@@ -15,7 +15,7 @@ from genfam.settings import config_files
 
 
 def get_config(arg=None):
-  c = config_files.load("ddpm", "smoke" if arg == "smoke" else "")
+  c = config_files.load("ddpm", "smoke" if arg == "smoke" else "", beside=__file__)   # configs/ddpm.py
   c.diffusion.schedule = "cosine"
   c.diffusion.variance = "learned"
   c.diffusion.loss = "hybrid"

@@ -14,7 +14,7 @@ from genfam.settings import config_files
 
 
 def get_config(arg=None):
-  c = config_files.load("ddpm", "smoke" if arg == "smoke" else "")
+  c = config_files.load("ddpm", "smoke" if arg == "smoke" else "", beside=__file__)   # configs/ddpm.py
   c.family = "vdm"
   c.model.class_conditional = False
   c.model.p_uncond = 0.0

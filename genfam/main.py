@@ -135,7 +135,7 @@ def _config_key_error(argv) -> str | None:
     config = config_files.load(path, variant)
   except Exception:  # noqa: BLE001 - absl reports a bad config file itself
     return None
-  known = dict(_flat_keys(config))
+  known = config_files.flatten(config)
   for arg in argv:
     if arg.startswith("--config.") and "=" in arg:
       key, value = arg[len("--config."):].split("=", 1)
@@ -166,16 +166,6 @@ def _is_float(text: str) -> bool:
     return True
   except ValueError:
     return False
-
-
-def _flat_keys(config, prefix=""):
-  """(dotted key, value) of every leaf of `config`."""
-  for key, value in config.items():
-    name = prefix + key
-    if hasattr(value, "items"):
-      yield from _flat_keys(value, name + ".")
-    else:
-      yield name, value
 
 
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from genfam.errors import GenfamError
+from genfam.settings import config_files
 
 # Config keys that fix the shapes of the train state: a checkpoint made with
 # other values cannot be restored into this run.
@@ -33,32 +34,24 @@ STRUCTURAL_KEYS = ("family", "model", "data.name", "optim.ema_decay", "optim.cli
 COMPUTE_ONLY_KEYS = ("model.dtype", "model.query_block")
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in config.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(_flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
+def _structural(key: str) -> bool:
+  return any(key == s or key.startswith(s + ".") for s in STRUCTURAL_KEYS) and key not in COMPUTE_ONLY_KEYS
+
+
+def _structural_value(key: str, v):
+  # ema_decay and clip_norm only change the state's structure by being zero or not; a
+  # workdir key (a frozen encoder's run) names a directory, however it is spelled.
+  if key.endswith("_workdir") and isinstance(v, str) and v:
+    return os.path.realpath(v)
+  return bool(v) if key in ("optim.ema_decay", "optim.clip_norm") else v
 
 
 def structural_differences(saved: dict, current: dict) -> list[str]:
-  """Keys under STRUCTURAL_KEYS whose values differ (missing counts as differing)."""
-  saved_flat, current_flat = _flatten(saved), _flatten(current)
-  keys = sorted(set(saved_flat) | set(current_flat))
-  structural = [k for k in keys if any(k == s or k.startswith(s + ".") for s in STRUCTURAL_KEYS)
-                and k not in COMPUTE_ONLY_KEYS]
-  # ema_decay and clip_norm only change the state's structure by being zero or not; a
-  # workdir key (a frozen encoder's run) names a directory, however it is spelled.
-  def value(flat, k):
-    v = flat.get(k, "<missing>")
-    if k.endswith("_workdir") and isinstance(v, str) and v:
-      return os.path.realpath(v)
-    return bool(v) if k in ("optim.ema_decay", "optim.clip_norm") else v
-  return [f"{k}: {value(saved_flat, k)!r} -> {value(current_flat, k)!r}"
-          for k in structural if value(saved_flat, k) != value(current_flat, k)]
+  """Keys under STRUCTURAL_KEYS whose values differ (missing counts as differing): the
+  config drift (`config_files.drift`) that changes the train state's shapes."""
+  show = lambda v: "<missing>" if v is config_files.MISSING else v  # noqa: E731
+  return [f"{k}: {show(old)!r} -> {show(new)!r}"
+          for k, (old, new) in config_files.drift(saved, current, _structural_value).items() if _structural(k)]
 
 
 def config_to_dict(config) -> dict:

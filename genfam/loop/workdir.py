@@ -23,6 +23,7 @@ import signal
 import socket
 
 from genfam.errors import GenfamError
+from genfam.settings import config_files
 
 LOCK_FILE = ".genfam.lock"
 HISTORY_FILE = "config_history.jsonl"
@@ -73,28 +74,18 @@ def lock(workdir: str, process_index: int = 0, process_count: int = 1):
     f.close()  # closing the file releases the lock
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def _observing(key: str) -> bool:
   return any(key == k or (k.endswith(".") and key.startswith(k)) for k in OBSERVING_KEYS)
 
 
 def config_changes(saved: dict, current: dict) -> tuple[dict, dict]:
   """-> (observing, other): {key: [old, new]} of the keys whose values differ
-  (a key missing on one side has the value None there)."""
-  old, new = _flatten(saved), _flatten(current)
+  (`config_files.drift`; a key missing on one side has the value None there)."""
+  none = lambda v: None if v is config_files.MISSING else v  # noqa: E731
   # A key the saved config lacks, now at a neutral value (0, '', False, None), is a key added to
   # genfam since the run started with the behaviour it had before: not a change of the run.
-  diffs = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k) and not (k not in old and not new.get(k))}
+  diffs = {k: [none(old), none(new)] for k, (old, new) in config_files.drift(saved, current).items()
+           if none(old) != none(new) and not (old is config_files.MISSING and not new)}
   observing = {k: v for k, v in diffs.items() if _observing(k)}
   return observing, {k: v for k, v in diffs.items() if k not in observing}
 
