@@ -31,10 +31,10 @@ What it does, in order:
    compare.md / compare.csv / compare.json, one row per entry, and the plots of
    `experiments.compare_plots`; notebooks/compare.ipynb shows them.
 
-Likelihoods: each row says what its number is (exact; an upper bound; an
-estimate of an upper bound) and what it is conditioned on; numbers are
-comparable only within one condition, and a bound only says the model is at
-least that good.
+Likelihoods: each row says what its number is (exact; an upper bound; a
+stochastic upper bound: docs/DESIGN.md, "Likelihood conventions") and what it
+is conditioned on; numbers are comparable only within one condition, and a
+bound only says the model is at least that good.
 """
 import argparse
 import concurrent.futures
@@ -195,11 +195,13 @@ def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
 # ---------------------------------------------------------------------------------------- the table
 
 def likelihood_type(kind: str, report: dict) -> str:
-  """What a likelihood number is, for the discrete data: 'exact', 'upper bound' or an estimate of one."""
+  """What a likelihood number is, for the discrete data, by docs/DESIGN.md's one rule: 'exact' (the
+  model's own -log p, computed deterministically), 'upper bound' (every variational bound: each is
+  computed with Monte Carlo draws of noise, dequantization or t, an unbiased estimate of the bound,
+  so sampled-t and continuous-time bounds are labelled as the full ones), or a stochastic upper
+  bound (AIS: an upper bound only in expectation)."""
   if kind == "ais":
     return "stochastic upper bound (AIS estimate)"
-  if kind.startswith(("vlb-sampled-", "vlb-continuous-")):
-    return "estimate of an upper bound"
   if "discretization_bpd" in report:  # a density of dequantized data: exact for it, a bound on the discrete NLL
     return "upper bound (exact for the dequantized density)"
   if kind == "exact":

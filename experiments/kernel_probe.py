@@ -212,7 +212,7 @@ DOT_SHAPES = (("square 2048", 2048, 2048, 2048), ("image-GPT qkv, 12544 x 128 ->
 DOT_FORMS = {"forward": (lambda x, w, g: jnp.dot(x, w), (0, 1)),
              "input_grad": (lambda x, w, g: lax.dot_general(g, w, (((1,), (1,)), ((), ()))), (2, 1)),   # g w^T
              "kernel_grad": (lambda x, w, g: lax.dot_general(x, g, (((0,), (0,)), ((), ()))), (0, 2)),  # x^T g
-             # genfam's form (nets.dense_products), returned in the operands' dtype like the others
+             # genfam's form (cpu.dense_products), returned in the operands' dtype like the others
              "kernel_grad_chunked": (lambda x, w, g: dense_products.kernel_grad(x, g, x.dtype), (0, 2))}
 
 

@@ -1,4 +1,4 @@
-"""nets/conv_transpose: flax.linen.ConvTranspose's maths and parameters, with an input gradient
+"""cpu/conv_transpose: flax.linen.ConvTranspose's maths and parameters, with an input gradient
 that XLA:CPU runs on its canonical kernel layout. Checked in float64 against lax's own."""
 import chex
 import flax.linen as nn

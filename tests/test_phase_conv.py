@@ -1,4 +1,4 @@
-"""nets/phase_conv: dilated-input convolutions by phases equal lax's dilated form, and the
+"""cpu/phase_conv: dilated-input convolutions by phases equal lax's dilated form, and the
 strided convolution's phase-form input gradient equals JAX's, in float64 (brute force over
 sizes, kernels, dilations and paddings)."""
 import itertools
