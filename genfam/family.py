@@ -84,6 +84,14 @@ class Family(NamedTuple):
       Each report carries it as 'conditional_on' and the printed line says it,
       so a conditional number is never compared silently with an unconditional
       one. (A label mixture such as DDPM's sum_y p(x | y) / C is unconditional.)
+  sample_condition: str or None
+      What `sample` conditions on: '' (nothing: its samples are unconditional,
+      and the loop refuses a condition rather than ignore it), 'label' (int32
+      labels [num]) or 'caption' (caption tokens [num, L]; such a model may also
+      take labels, as class prompts). None (the default): the same as
+      likelihood_condition. It differs where the likelihood is a label mixture,
+      sum_y p(x | y) / C: unconditional, while the samples are drawn by label.
+      `sample_condition(family)` reads it.
   likelihood_note: str
       What a reader must know to compare the number, carried in every
       likelihood report as 'note' and printed with it; e.g. a flow's: exact for
@@ -123,6 +131,12 @@ class Family(NamedTuple):
   test_metrics: Optional[Callable[[PyTree, Batch, jax.Array], Mapping[str, jax.Array]]] = None
   headline_metric: str = ""
   exports: Optional[Mapping[str, Callable[..., Any]]] = None
+  sample_condition: Optional[str] = None
+
+
+def sample_condition(family: Family) -> str:
+  """What the family's samples are conditioned on: '', 'label' or 'caption' (`Family.sample_condition`)."""
+  return family.likelihood_condition if family.sample_condition is None else family.sample_condition
 
 
 LIKELIHOOD_CONDITIONS = ("", "label", "caption")

@@ -8,6 +8,7 @@ Intentionally short: the work is in `genfam.loop.train`.
 import difflib
 import errno
 import os
+import re
 import signal
 import sys
 
@@ -16,6 +17,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from genfam.errors import GenfamError
+from genfam.loop import workdir as workdir_guard
 from genfam.loop.workdir import Preempted
 from genfam.settings import config_files
 
@@ -23,10 +25,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>[_<variant>]).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do with the workdir.")
-_OUT = flags.DEFINE_string("out", "", "--mode=sample: where to write the PNG (default: in the workdir).")
+_OUT = flags.DEFINE_string("out", "", "--mode=sample: where to write the PNG; a relative path is in the workdir "
+                           "(default: WORKDIR/samples_step_<step>.png), an absolute one stays as it is.")
 _CAPTION = flags.DEFINE_string(
-    "caption", None, "--mode=sample: a sentence every sample is conditioned on (families conditioned on captions; "
-    "words from the caption vocabulary, unknown words are reported).")
+    "caption", None, "--mode=sample: a sentence every sample is conditioned on (caption-conditional models only, "
+    "e.g. configs/ddpm.py:caption or configs/gan.py:caption; words from the caption vocabulary, unknown words "
+    "are reported).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-process run: HOST:PORT of process 0's coordinator (or "
     "$JAX_COORDINATOR_ADDRESS); every process gets the same value.")
@@ -86,10 +90,21 @@ def _wait_for_coordinator(address: str, timeout: float) -> None:
       time.sleep(0.5)
 
 
+def refuse_early(config, workdir: str, mode: str) -> None:
+  """The refusals that need neither JAX nor the data, before anything is created: the config's
+  values (`config_checks`), and for --mode=eval and sample a workdir without checkpoints."""
+  from genfam.settings import config_checks
+  config_checks.check(config)
+  if mode in ("eval", "sample"):
+    workdir_guard.require_checkpoint(workdir)
+
+
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  refuse_early(config, workdir, _MODE.value)
   from genfam.cpu import host_memory, xla_cpu
   # Before JAX starts: the loader reads LD_PRELOAD, and glibc its tunables, only at start.
   host_memory.restart_for(config.train.malloc, config.train.huge_pages)
@@ -108,22 +123,25 @@ def main(argv):
     print(f"XLA:CPU flags: {xla_flags} (train.xla_cpu_flags)", flush=True)
   if jax.default_backend() == "cpu":
     print(host_memory.describe(config.train.malloc_retain_mib, config.train.malloc), flush=True)
-  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "commands.txt"), "a") as f:  # every invocation, for the results table
-      f.write(" ".join(["python -m genfam.main", *sys.argv[1:]]) + "\n")
-  if _MODE.value == "train":
-    train.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  elif _MODE.value == "eval":
-    train.evaluate_workdir(config, workdir)
-  else:
-    train.sample_workdir(config, workdir, _OUT.value, caption=_CAPTION.value)
+  # A command refused on the way (a GenfamError before its work starts) leaves nothing behind;
+  # one that starts is recorded in WORKDIR/commands.txt (every command that ran, for the results table).
+  with workdir_guard.RefusalLeavesNothing(workdir, primary=jax.process_index() == 0) as guard:
+    command = " ".join(["python -m genfam.main", *sys.argv[1:]])
+    on_start = lambda: guard.start(command)  # noqa: E731
+    if _MODE.value == "train":
+      train.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value, on_start=on_start)
+    elif _MODE.value == "eval":
+      train.evaluate_workdir(config, workdir, on_start=on_start)
+    else:
+      train.sample_workdir(config, workdir, _OUT.value, caption=_CAPTION.value, on_start=on_start)
 
 
 def _config_key_error(argv) -> str | None:
-  """If a --config.KEY override names no key of the config, a one-line error saying so."""
+  """If the config file or its variant does not exist, or a --config.KEY override names no
+  key of the config, a one-line error saying so."""
   config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if config_arg is None and "--config" in argv[:-1]:  # --config FILE
+    config_arg = argv[argv.index("--config") + 1]
   if config_arg is None:
     return None
   path, _, variant = config_arg.partition(":")
@@ -133,6 +151,8 @@ def _config_key_error(argv) -> str | None:
             + (f" (here: {', '.join(f[:-3] for f in found if f.endswith('.py'))})" if found else ""))
   try:
     config = config_files.load(path, variant)
+  except ValueError as e:  # a config file names its variants when given another
+    return _variant_error(path, variant, e) if variant and repr(variant) in str(e) else None
   except Exception:  # noqa: BLE001 - absl reports a bad config file itself
     return None
   known = config_files.flatten(config)
@@ -147,6 +167,15 @@ def _config_key_error(argv) -> str | None:
       if problem:
         return problem
   return None
+
+
+def _variant_error(path: str, variant: str, error: ValueError) -> str:
+  """The config file's own message for an unknown variant (it names those that exist), and the
+  closest of them."""
+  message = str(error).strip().splitlines()[0]
+  names = [n for n in re.findall(r"'([^']*)'", message) if n and n != variant]
+  close = difflib.get_close_matches(variant, names, n=1)
+  return message + (f": did you mean --config={path}:{close[0]}?" if close else "")
 
 
 def _type_error(key: str, text: str, default) -> str | None:

@@ -369,4 +369,4 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
   extras = {f"vlb-sampled-{d.sampled_t}t": sampled_likelihood} if d.sampled_t > 0 else None
   return Family(name="diffusion", init=init, update=optim.make_scalar_loss_update(loss_fn, tx, ema_decay),
                 eval_params=optim.eval_params, log_likelihood=log_likelihood, likelihood_kind="vlb",
-                sample=sample, extra_likelihoods=extras, likelihood_condition="caption" if own_caption else "")
+                sample=sample, extra_likelihoods=extras, likelihood_condition="caption" if own_caption else "", sample_condition=conditioning.kind)

@@ -65,7 +65,8 @@ class Run:
     self.abstract_state = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
         jax.eval_shape(self.family.init, self.init_key, self.example))
-    self.checkpointer = Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
+    with quiet_orbax():  # orbax reads every step's metadata here, and logs each unreadable file
+      self.checkpointer = Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
 
   def init_state(self):
     """The family's initial state, replicated. Drawn with the classic threefry:

@@ -13,6 +13,11 @@
   with; it is never overwritten.
 - `Preemption`: SIGTERM (what TPU and cloud preemption send) asks the loop to
   save a checkpoint at the current step and stop cleanly.
+- `RefusalLeavesNothing`: a command refused before its work starts (a GenfamError)
+  leaves the workdir as it found it, and a new workdir is not left behind; a command
+  is recorded in WORKDIR/commands.txt only once it starts.
+- `require_checkpoint(workdir)`: --mode=eval and sample refuse a workdir without
+  checkpoints before anything is created.
 """
 import contextlib
 import datetime
@@ -27,6 +32,8 @@ from genfam.settings import config_files
 
 LOCK_FILE = ".genfam.lock"
 HISTORY_FILE = "config_history.jsonl"
+COMMANDS_FILE = "commands.txt"
+CHECKPOINTS = "checkpoints"  # the checkpoints' folder in a workdir (genfam.loop.checkpointing)
 
 # Keys (or prefixes, ending in '.') that only extend or observe a run: changing them on resume
 # changes neither the model, nor the data, nor the optimisation of the steps already taken.
@@ -112,6 +119,89 @@ def check_resume_config(workdir: str, saved: dict, current: dict, step: int, all
              "changes": {**observing, **other}, "allowed_by_flag": bool(other)}
     with open(os.path.join(workdir, HISTORY_FILE), "a") as f:
       f.write(json.dumps(entry) + "\n")
+
+
+def require_checkpoint(workdir: str) -> None:
+  """Raises GenfamError unless WORKDIR/checkpoints holds a saved step (a folder named by its
+  step number: orbax's half-written temporary folders do not count). Reads, creates nothing."""
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+  if not (os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))):
+    raise GenfamError(f"no checkpoint in {directory}: train first with "
+                      f"`python -m genfam.main --config=... --workdir={workdir}`")
+
+
+def _held_by_another(path: str) -> bool:
+  """Whether a running process holds the run lock file `path`."""
+  try:
+    with open(path, "a") as f:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return True
+  except OSError:
+    return False
+  return False
+
+
+class RefusalLeavesNothing:
+  """`with RefusalLeavesNothing(workdir) as guard:` around a command; `guard.start()` when its
+  checks have passed and its work begins.
+
+  A GenfamError before `start` is a refused command (a config, checkpoint or condition that
+  does not fit, a workdir in use): what the command added is removed, so that nothing new
+  remains: the run lock files and an empty checkpoints folder it created, then the workdir
+  and the folders above it if it created them (each only if empty: nothing with content is
+  deleted). Nothing is touched while another process holds the workdir's lock. A GenfamError
+  after `start` (e.g. non-finite steps) leaves everything: the run's files are its record.
+  `start(command)` records the command in WORKDIR/commands.txt (if `primary`).
+  """
+
+  def __init__(self, workdir: str, primary: bool = True):
+    self.workdir, self.primary, self.started = os.path.abspath(workdir), primary, False
+    self.created = []  # the folders this command creates, the workdir first, while they do not exist
+    path = self.workdir
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+      self.created.append(path)
+      path = os.path.dirname(path)
+    self.existing = set() if self.created else set(os.listdir(self.workdir))
+
+  def __enter__(self):
+    return self
+
+  def start(self, command: str = "") -> None:
+    """The command passed its checks: records it (`command`, one line) in WORKDIR/commands.txt."""
+    self.started = True
+    if self.primary and command:
+      os.makedirs(self.workdir, exist_ok=True)
+      with open(os.path.join(self.workdir, COMMANDS_FILE), "a") as f:  # every command that ran, for the results table
+        f.write(command + "\n")
+
+  def __exit__(self, kind, error, traceback):
+    if kind is not None and issubclass(kind, GenfamError) and not self.started:
+      self.undo()
+    return False
+
+  def undo(self) -> None:
+    """Removes what a refused command added (see the class)."""
+    if not os.path.isdir(self.workdir):
+      return
+    new = sorted(set(os.listdir(self.workdir)) - self.existing)
+    locks = [n for n in os.listdir(self.workdir) if n.startswith(LOCK_FILE)]
+    if any(_held_by_another(os.path.join(self.workdir, n)) for n in locks):
+      return  # another run works here: what is new may be its
+    for name in new:
+      path = os.path.join(self.workdir, name)
+      try:
+        if name.startswith(LOCK_FILE):
+          os.remove(path)
+        elif name == CHECKPOINTS and os.path.isdir(path):
+          os.rmdir(path)  # only if empty
+      except OSError:
+        pass
+    for path in self.created:  # the workdir, then the folders above it that this command created
+      try:
+        os.rmdir(path)  # only if empty
+      except OSError:
+        break
 
 
 class Preemption:
