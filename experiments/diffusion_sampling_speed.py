@@ -29,25 +29,29 @@ DEFAULT_STEPS = (10, 20, 50, 100, 250)
 
 
 def load_params(args):
-  """-> (config, spec, params): EMA params of a trained workdir, or a fresh model."""
+  """-> (config, spec, params, inputs): EMA params of a trained workdir, or a fresh model; inputs
+  are what the family takes from other runs (a caption model's frozen text encoder)."""
   if args.fresh:
+    from genfam.loop import frozen
     path, _, variant = args.config.partition(":")
     config = config_files.load(path, variant)
     spec = sources.dataset_spec(config.data.name)
-    family = diffusion.make(config, spec)
+    inputs = frozen.family_inputs(config, spec)
+    family = diffusion.make(config, spec, **inputs)
     batch = {"image": np.zeros((1,) + tuple(spec.image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
-    return config, spec, family.eval_params(family.init(jax.random.PRNGKey(config.seed), batch))
+    return config, spec, family.eval_params(family.init(jax.random.PRNGKey(config.seed), batch)), inputs
   from genfam.loop import train
   config = config_files.saved(args.workdir, args.config)
   run = train.Run(config, args.workdir)
   state, _, meta = run.restore_or_fail()
   print(f"loaded step {int(meta['step'])} of {args.workdir}", flush=True)
-  return config, run.spec, run.family.eval_params(state)
+  return config, run.spec, run.family.eval_params(state), run.family_inputs
 
 
-def time_setting(config, spec, params, *, sampler, steps, num, repeats, eta, spacing, condition, seed):
+def time_setting(config, spec, params, *, sampler, steps, num, repeats, eta, spacing, condition, seed, inputs=None):
   """Compiles and times one sampler; -> (row dict, uint8 samples [num, H, W, C])."""
-  draw = diffusion.make_sampler(config, spec, sampler=sampler, steps=steps, eta=eta, spacing=spacing)
+  draw = diffusion.make_sampler(config, spec, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
+                                **(inputs or {}))
   rng = jax.random.PRNGKey(seed)
   start = time.perf_counter()
   samples = jax.block_until_ready(draw(params, rng, num, condition))   # compiles, then runs once
@@ -90,7 +94,7 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
 
-  config, spec, params = load_params(args)
+  config, spec, params, inputs = load_params(args)
   out = args.out or os.path.join(args.workdir, "sampling_speed")
   os.makedirs(out, exist_ok=True)
   T = config.diffusion.num_steps
@@ -104,7 +108,7 @@ def main():
   for sampler, steps in settings:
     row, samples = time_setting(config, spec, params, sampler=sampler, steps=steps, num=args.num,
                                 repeats=args.repeats, eta=args.eta, spacing=args.spacing,
-                                condition=condition, seed=args.seed)
+                                condition=condition, seed=args.seed, inputs=inputs)
     name = f"ddpm_T{T}" if sampler == "ddpm" else f"ddim_S{steps}_eta{args.eta:g}_{args.spacing}"
     row["grid"] = images.save_grid(os.path.join(out, f"samples_{name}.png"), np.asarray(samples), spec.num_bins,
                                    columns=spec.num_classes if args.conditional else 0)
