@@ -266,8 +266,9 @@ def _cores_note(args) -> str:
   return f"one run at a time on all {len(os.sched_getaffinity(0))} cores"
 
 
-def markdown(rows: list[dict], args) -> str:
-  """The table, then which likelihoods may be compared with which."""
+def markdown(rows: list[dict], args, note: str = "") -> str:
+  """The table, then which likelihoods may be compared with which. note: what the budget and the
+  judging were (default: this comparison's, from args)."""
   head = ("| family | likelihood (bits/dim) | what it is | conditional on | test images | other bounds | FID (floor) | "
           "KID (floor) | class agreement (real) | attribute agreement (real) | CLIP cosine (real) | parameters | "
           "training | train images/s | sample images/s |")
@@ -285,12 +286,13 @@ def markdown(rows: list[dict], args) -> str:
   groups = {}
   for r in rows:
     groups.setdefault(r["condition"], []).append(r)
-  notes = ["", f"Budget {args.budget_minutes:g} min of training per family ({_cores_note(args)}; evaluations "
-           "during training not counted); FID / KID on the domain classifier's "
-           f"features between {rows[0]['num_samples'] if rows else args.num_samples} samples and the first test "
-           "images, floor = as many train images against the same test images; agreement columns only for "
-           "conditional samples (label: class; caption: class, attributes, CLIP), real test images in brackets.",
-           "", "Likelihoods may be compared only within one condition (-log p(x), -log p(x | label), "
+  note = note or (f"Budget {args.budget_minutes:g} min of training per family ({_cores_note(args)}; evaluations "
+                  "during training not counted); FID / KID on the domain classifier's "
+                  f"features between {rows[0]['num_samples'] if rows else args.num_samples} samples and the first "
+                  "test images, floor = as many train images against the same test images; agreement columns only "
+                  "for conditional samples (label: class; caption: class, attributes, CLIP), real test images in "
+                  "brackets.")
+  notes = ["", note, "", "Likelihoods may be compared only within one condition (-log p(x), -log p(x | label), "
            "-log p(x | caption)); an exact number is the model's own, a bound lies above it, so a bound below "
            "another row's exact number shows that model is better, while a bound above it shows nothing:"]
   for condition, members in groups.items():

@@ -82,6 +82,10 @@ def test_standardizer_uses_the_statistics_set_and_maps_it_to_zero_mean_unit_vari
   other = rng.normal(size=(7, 3))
   np.testing.assert_allclose(z(other), (other - stats.mean(0)) / stats.std(0), rtol=1e-5)
   assert np.all(fid.standardizer(np.ones((5, 2)))(np.ones((3, 2))) == 0.0)   # a constant feature maps to 0
+  rare = np.concatenate([stats, np.where(np.arange(2000) < 2, 1e-3, 0.0)[:, None]], axis=1)   # an almost dead unit
+  scaled = fid.standardizer(rare)(np.array([[5.0, -2.0, 100.0, 1e-3]]))
+  floor = 0.01 * np.median(rare.std(axis=0))
+  assert scaled[0, 3] == pytest.approx((1e-3 - rare[:, 3].mean()) / floor)
   with pytest.raises(ValueError):
     fid.standardizer(np.ones((1, 2)))
 

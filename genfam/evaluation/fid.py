@@ -54,15 +54,18 @@ def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
   return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
 
 
-def standardizer(features: np.ndarray, eps: float = 1e-6):
+def standardizer(features: np.ndarray, floor: float = 0.01):
   """features [N, F] (the statistics set, e.g. train images' features) -> a function mapping
-  features [M, F] to (features - mean) / std, float64, with mean and std per feature over the N rows
-  (a feature whose std is below eps * max(std) is only centred: a constant one maps to 0)."""
+  features [M, F] to (features - mean) / max(std, floor * median(std)), float64, with mean and std
+  per feature over the N rows. The floor keeps a unit that is almost dead on the statistics set (a
+  ReLU feature that rarely fires) from turning a sample's small activation into a huge value; a
+  constant feature maps to 0."""
   x = np.asarray(features, np.float64)
   if x.ndim != 2 or len(x) < 2:
     raise ValueError(f"need at least 2 feature vectors [N, F] for the statistics, got shape {x.shape}")
   mean, std = x.mean(axis=0), x.std(axis=0)
-  scale = np.where(std > eps * max(float(std.max()), 1e-300), std, 1.0)
+  least = floor * float(np.median(std))
+  scale = np.maximum(std, least) if least > 0 else np.where(std > 0, std, 1.0)
   return lambda f: (np.asarray(f, np.float64) - mean) / scale
 
 

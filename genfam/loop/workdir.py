@@ -39,7 +39,7 @@ CHECKPOINTS = "checkpoints"  # the checkpoints' folder in a workdir (genfam.loop
 # changes neither the model, nor the data, nor the optimisation of the steps already taken.
 OBSERVING_KEYS = ("train.num_steps", "train.log_every", "train.eval_every", "train.eval_examples",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.sample_every", "train.progress",
-                  "train.max_train_seconds", "train.max_consecutive_nonfinite", "eval.", "sample.",
+                  "train.max_train_seconds", "train.max_consecutive_nonfinite", "train.final_eval", "eval.", "sample.",
                   "data.data_dir", "data.allow_download",
                   "train.cpu_devices", "train.xla_cpu_flags",  # the same steps on another device split: equal up to float summation order
                   "train.malloc_retain_mib", "train.huge_pages", "train.malloc",  # where host memory comes from, not what is computed in it

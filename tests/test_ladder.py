@@ -1,0 +1,111 @@
+"""The budget ladder (experiments/ladder.py) and the loop pieces it stands on.
+
+Fast: the CPU training clock counts the process's CPU time and not time spent waiting;
+train.final_eval=False ends a run at its checkpoint, which --mode=eval then judges; the
+judging settings put every row on the same test images. Slow: the ladder in smoke form,
+in this process, over two rungs: every rung of every row is kept and judged, tables and
+figures are written, and a rerun trains and judges nothing.
+"""
+import argparse
+import json
+import os
+import time
+
+import pytest
+
+from experiments import compare, ladder
+from genfam.loop import cadence, train
+from tests.conftest import load_config
+
+
+def test_the_cpu_clock_counts_cpu_time_and_not_waiting():
+  wall = cadence.TrainingClock(now=cadence.clock_source("wall"))
+  cpu = cadence.TrainingClock(now=cadence.clock_source("cpu"))
+  time.sleep(0.3)
+  assert wall.seconds() >= 0.3 and cpu.seconds() < 0.1
+  busy, start = 0, time.process_time()
+  while time.process_time() - start < 0.2:
+    busy += 1
+  assert cpu.seconds() >= 0.2
+  with pytest.raises(ValueError, match="train.clock"):
+    cadence.clock_source("gpu")
+
+
+def test_a_run_without_its_final_evaluation_ends_at_its_checkpoint_for_eval_mode(tmp_path):
+  config = load_config("independent")
+  config.train.progress, config.train.num_steps, config.train.final_eval = False, 3, False
+  config.train.clock = "cpu"
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["step"] == 3 and summary["test"] == {} and summary["train_clock"] == "cpu"
+  assert not os.path.exists(tmp_path / "samples.png")
+  judged = train.evaluate_workdir(config, str(tmp_path))
+  assert judged["step"] == 3 and judged["test"]["exact"]["bpd"] > 0
+
+
+def _args(**kw):
+  base = dict(smoke=False, test_images=1000, full_bound_images=100, ais_images=100, extra_images=100, ais_steps=0,
+              ais_chains=0, num_samples=2000, reference_images=10000, condition_images=1000, checkpoint_every=200,
+              dataset="", in_process=False, core="", clock="cpu", judge_budget_minutes=0.0)
+  base.update(kw)
+  return argparse.Namespace(**base)
+
+
+def test_the_judging_puts_every_row_on_the_same_images_and_samples():
+  args = _args()
+  for entry in compare.ENTRIES:
+    judge = ladder.judge_overrides(entry, args, "/judges")
+    train_keys = ladder.train_overrides(entry, args, 16, "/judges")
+    assert train_keys["train.clock"] == "cpu" and train_keys["train.max_train_seconds"] == 960.0
+    assert train_keys["train.final_eval"] is False
+    assert judge["eval.num_samples"] == 2000 and judge["eval.reference_images"] == 10000
+    assert judge["eval.condition_images"] == 1000
+    config = compare._config(entry, False)
+    want = 100 if config.family == "gan" else 1000     # AIS: on the first 100 of the same images
+    assert judge["eval.num_examples"] == want, entry.name
+    if entry.text_encoder:
+      assert train_keys["model.text_encoder_workdir"] == "/judges/clip"
+
+
+SUBSET = ("gan_caption",)   # a caption row: the frozen text encoder, AIS, every agreement column
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ladder")
+  argv = ["--smoke", "--in_process", f"--root={root}", f"--only={','.join(SUBSET)}", "--rungs=0.005,0.01"]
+  return root, argv, ladder.main(argv)
+
+
+@pytest.mark.slow
+def test_every_rung_of_every_row_is_kept_and_judged(smoke):
+  root, _, result = smoke
+  out = result["out"]
+  for rung in ("0.005min", "0.01min"):
+    for name in SUBSET:
+      kept = root / "rungs" / rung / name
+      trained = json.loads((kept / "train_results.json").read_text())
+      assert trained["train_clock"] == "cpu" and os.listdir(kept / "checkpoints") == [str(trained["step"])]
+      record = json.loads(open(os.path.join(out, rung, f"{name}.json")).read())
+      row = record["row"]
+      assert row["steps"] == trained["step"] and row["fid"] >= 0 and row["bpd"] > 0
+      assert record["result"]["sample_quality"]["num_reference"] == 16
+    assert os.path.exists(os.path.join(out, rung, "ladder.md"))
+  steps = [json.loads((root / "rungs" / r / SUBSET[0] / "train_results.json").read_text())["step"]
+           for r in ("0.005min", "0.01min")]
+  assert steps[1] >= steps[0]
+  for figure in ("bpd_vs_minutes.png", "fid_vs_minutes.png", "agreement_vs_minutes.png"):
+    assert os.path.exists(os.path.join(out, figure)), figure
+  table = open(os.path.join(out, "0.01min", "ladder.md")).read()
+  assert "gan_caption" in table and "train.clock=cpu" in table
+
+
+@pytest.mark.slow
+def test_a_rerun_trains_and_judges_nothing(smoke, capsys):
+  root, argv, result = smoke
+  record = os.path.join(result["out"], "0.01min", f"{SUBSET[0]}.json")
+  before = os.path.getmtime(record)
+  capsys.readouterr()
+  ladder.main(argv)
+  printed = capsys.readouterr().out
+  assert "training" not in printed and "judging" not in printed
+  assert os.path.getmtime(record) == before
