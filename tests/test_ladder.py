@@ -109,3 +109,23 @@ def test_a_rerun_trains_and_judges_nothing(smoke, capsys):
   printed = capsys.readouterr().out
   assert "training" not in printed and "judging" not in printed
   assert os.path.getmtime(record) == before
+
+
+@pytest.mark.slow
+def test_the_gpu_ladder_script_runs_on_the_cpu_with_tiny_budgets(tmp_path):
+  """scripts/gpu_ladder.sh end to end (one process, wall clock) on the smoke configs of one row: judged
+  rungs, their tables, the device named, and benchmark_speed's matmul fractions."""
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+  env = dict(os.environ, SMOKE="1", ONLY="independent", BENCH_STEPS="2", PYTHON=sys.executable)
+  done = subprocess.run(["bash", os.path.join(REPO, "scripts", "gpu_ladder.sh"), str(tmp_path), "0.005,0.01"],
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  results = [p for p in tmp_path.iterdir() if p.name.startswith("ladder-cpu")]
+  assert len(results) == 1, list(tmp_path.iterdir())
+  record = json.loads((results[0] / "0.01min" / "independent.json").read_text())
+  assert record["result"]["train_clock"] == "wall" and record["device"]
+  assert (results[0] / "0.01min" / "ladder.md").exists()
+  speed = json.loads((results[0] / "benchmark_speed.json").read_text())
+  assert all(row["fraction_of_matmul"] > 0 for row in speed["configs"].values())
