@@ -212,7 +212,7 @@ def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
   folder = os.path.join(out, rung_label(minutes))
   rows = [dict(r["row"]) for r in records]
   q = records[0]["result"]["sample_quality"]
-  conditions = max((r["result"]["sample_quality"].get("num_conditions") or 0) for r in records) or q["num_reference"]
+  conditions = max((r["result"]["sample_quality"].get("num_conditions") or 0) for r in records) or args.condition_images
   clock = records[0]["result"].get("train_clock", "wall")
   device = records[0].get("device", "")
   budget = ("CPU time of one pinned core in the training loop (train.clock=cpu" if clock == "cpu" else
