@@ -17,21 +17,78 @@ from genfam.settings import config_files  # noqa: E402
 REPO = config_files.REPO
 
 
+# Tiers: `pytest -m "not slow" -n 2` is the fast tier (every family's contract and likelihood
+# properties, at small shapes); CI runs everything (`pytest -n 2`). Tests marked slow start
+# processes, train end to end, inject faults, run several processes, sweeps or notebooks.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subprocesses_start_under_the_default_malloc():
+  """genfam.main (train.malloc's default, jemalloc where installed) replaces itself once by the
+  same command under jemalloc (`host_memory.restart_for`); its subprocesses here start in that
+  environment, so each starts Python once. In the test processes only (set here, not at import:
+  pytest-xdist's workers themselves keep the malloc they started with). The tests of the restart
+  itself start their processes without it (tests/test_host_memory.py, tests/test_benchmark_*.py)."""
+  try:
+    from genfam.cpu import host_memory
+  except ImportError:   # moved: the subprocesses restart as they would by hand
+    yield
+    return
+  environ = host_memory.restart_environment(os.environ, host_memory.DEFAULT_MALLOC, False)
+  saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "MALLOC_CONF")}
+  if environ is not None:
+    os.environ.update({k: environ[k] for k in saved if k in environ})
+  yield
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+
+
+def _shared_fixture(item) -> bool:
+  """Does `item` use a module- or session-scoped fixture of a test file (a trained workdir, a
+  compiled step)? (Those of this file serve every module a worker runs.)"""
+  here = os.path.abspath(__file__)
+  info = getattr(item, "_fixtureinfo", None)
+  for defs in (info.name2fixturedefs.values() if info else ()):
+    for d in defs:
+      code = getattr(d.func, "__code__", None)
+      if (d.scope in ("module", "session") and code is not None and code.co_filename != here
+          and code.co_filename.startswith(os.path.dirname(here))):
+        return True
+  return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  """The slow tests first (in their order otherwise): the longest work starts while the other
+  worker takes the many short tests, so that two workers end together. And the tests of one
+  file that share a module fixture run on one worker (pytest.ini's --dist=loadgroup), which
+  builds the fixture once, instead of on both."""
+  for item in items:
+    if _shared_fixture(item) and item.get_closest_marker("xdist_group") is None:
+      item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def load_config(name: str, variant: str = "smoke"):
   """configs/<name>.py's get_config(variant) (the smoke variant by default)."""
   return config_files.load(name, variant)
 
 
 def resume_under(config, workdir: str, key: str, value) -> dict:
-  """Trains `config` for 2 steps in `workdir`, then resumes it to step 3 with config key
-  'section.name' set to `value` (no --allow_config_change) and returns the changes that resume
-  recorded in the workdir's config history."""
+  """Trains `config` for 2 steps in `workdir` (no test evaluation: train.final_eval=False), then
+  resumes it to step 3 with config key 'section.name' set to `value` (no --allow_config_change),
+  evaluating at the end, and returns the changes that resume recorded in the workdir's config
+  history."""
   import json
   from genfam.loop import train
   section, name = key.split(".")
   for steps, changed in ((2, False), (3, True)):
     run = config.copy_and_resolve_references()
     run.train.progress, run.train.num_steps, run.sample.num = False, steps, 4
+    run.train.final_eval = changed
     if changed:
       run[section][name] = value
     assert train.train_and_evaluate(run, workdir)["step"] == steps

@@ -1,5 +1,11 @@
-"""Likelihood kinds are the labelled ones of docs/DESIGN.md; every registered family's reports use them;
-models that are not generative report test metrics instead."""
+"""The family contract (genfam/family.py) of every config in configs/ and of the caption-conditional
+variants: likelihood kinds are the labelled ones of docs/DESIGN.md and every family's reports use
+them; each family's functions take and return what the contract says (shapes and dtypes, traced
+with jax.eval_shape, so every config is checked in seconds); models that are not generative report
+test metrics instead."""
+import glob
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +15,7 @@ from genfam import registry, sharding
 from genfam.data import sources
 from genfam.evaluation import evaluate
 from genfam.family import Family, check_likelihood_kind
-from tests.conftest import load_config
+from tests.conftest import REPO, load_config
 
 
 @pytest.mark.parametrize("kind", ["exact", "elbo", "vlb", "ais", "iwae-1", "iwae-1000", "vlb-sampled-50t"])
@@ -23,12 +29,108 @@ def test_unknown_likelihood_kinds_are_refused(kind):
     check_likelihood_kind(kind)
 
 
-@pytest.mark.parametrize("config", ["independent", "glow", "realnvp", "vae", "ddpm", "igpt"])
-def test_every_family_labels_its_likelihoods(config):
-  c = load_config(config)
-  family = registry.make_family(c, sources.dataset_spec(c.data.name))
-  for kind in (family.likelihood_kind, *(family.extra_likelihoods or {})):
+# Every config in configs/ (smoke variant), and the caption-conditional variants, built with a
+# stand-in for the frozen CLIP text encoder their configs name.
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py")))
+VARIANTS = [(name, "smoke") for name in CONFIGS] + [("ddpm", "caption_smoke"), ("gan", "caption_smoke")]
+GENERATIVE = {"classifier": False, "clip": False}   # every other config is a generative family
+BATCH, NUM = 4, 3   # abstract shapes: jax.eval_shape traces every function, nothing is compiled or run
+
+
+def test_the_variants_cover_every_config():
+  assert {name for name, _ in VARIANTS} == set(CONFIGS) and len(CONFIGS) >= 11
+
+
+def _stand_in_text_encoder(tokens):  # int32 [B, L] -> [B, 6] unit norm
+  table = jax.random.normal(jax.random.key(42), (128, 6))
+  mean = jnp.sum(table[tokens % 128] * (tokens > 0)[..., None], axis=1)
+  return mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
+
+
+def _family(name, variant):
+  c = load_config(name, variant)
+  spec = sources.dataset_spec(c.data.name)
+  inputs = {"encode_text": _stand_in_text_encoder} if c.model.get("condition", "") == "caption" else {}
+  return c, spec, registry.make_family(c, spec, **inputs)
+
+
+def _batch(spec, size=BATCH):
+  """A batch's shapes and dtypes (genfam/family.py), with the evaluation's mask."""
+  shape = jax.ShapeDtypeStruct
+  return {"image": shape((size, *spec.image_shape), jnp.uint8), "label": shape((size,), jnp.int32),
+          "caption": shape((size, spec.caption_length), jnp.int32),
+          "attributes": shape((size, len(spec.attribute_names)), jnp.int32), "mask": shape((size,), jnp.bool_)}
+
+
+KEY = jax.ShapeDtypeStruct((2,), jnp.uint32)   # a jax.random.PRNGKey
+
+
+@pytest.mark.parametrize("config, variant", VARIANTS)
+def test_every_family_labels_its_likelihoods(config, variant):
+  c, _, family = _family(config, variant)
+  assert (family.log_likelihood is not None) == GENERATIVE.get(config, True)
+  if variant.startswith("caption"):
+    assert family.likelihood_condition == "caption"
+  for kind in (family.likelihood_kind, *(family.extra_likelihoods or {})) if family.log_likelihood else ():
     assert check_likelihood_kind(kind) == kind
+  assert family.name and (family.likelihood_kind == "") == (family.log_likelihood is None)
+
+
+def _is_float(x, shape):
+  return x.shape == shape and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+@pytest.mark.parametrize("config, variant", VARIANTS)
+def test_every_family_keeps_the_contract(config, variant):
+  """init -> state; update -> (a state of the same structure, shapes and dtypes; metrics with a
+  scalar 'loss', each a scalar or 1-D); eval_params; log_likelihood and every extra bound ->
+  {part: [B]} float with 'bpd'; sample -> uint8 [num, H, W, C], with and without a condition of
+  the family's kind; test_metrics -> {name: [B]} holding the headline, each '<name>_chance' beside
+  '<name>'. Shapes only (jax.eval_shape): the values are the end-to-end tests' (tests/test_configs_e2e.py)."""
+  c, spec, family = _family(config, variant)
+  batch = _batch(spec)
+  state = jax.eval_shape(family.init, KEY, batch)
+  new_state, metrics = jax.eval_shape(family.update, state, batch, KEY)
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  for new, old in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)):
+    assert (new.shape, new.dtype) == (old.shape, old.dtype)
+  assert _is_float(metrics["loss"], ()), metrics["loss"]
+  assert all(m.ndim <= 1 for m in jax.tree.leaves(metrics)), metrics
+  params = jax.eval_shape(family.eval_params, state)
+  if family.log_likelihood is not None:
+    for kind, fn in {family.likelihood_kind: family.log_likelihood, **(family.extra_likelihoods or {})}.items():
+      parts = jax.eval_shape(fn, params, batch, KEY)
+      assert "bpd" in parts and all(_is_float(p, (BATCH,)) for p in parts.values()), (kind, parts)
+  else:
+    assert family.sample is None and family.test_metrics is not None
+  if family.sample is not None:
+    conditions = [None]   # concrete conditions (a sampler may read them on the host), abstract parameters
+    if variant.startswith("caption"):
+      conditions.append(np.ones((NUM, spec.caption_length), np.int32))
+    elif c.model.get("class_conditional", False) or c.model.get("condition", "") == "label":
+      conditions.append(np.arange(NUM, dtype=np.int32) % len(spec.class_names))
+    for condition in conditions:
+      images = jax.eval_shape(lambda p, k: family.sample(p, k, NUM, condition), params, KEY)  # noqa: B023
+      assert images.shape == (NUM, *spec.image_shape) and images.dtype == jnp.uint8, (condition, images)
+  if family.test_metrics is not None:
+    values = jax.eval_shape(family.test_metrics, params, batch, KEY)
+    assert family.headline_metric in values
+    assert all(_is_float(v, (BATCH,)) for v in values.values()), values
+    assert all(k[:-len("_chance")] in values for k in values if k.endswith("_chance"))
+
+
+# What other models restore from a workdir (genfam/loop/frozen.py): the classifier's features, CLIP's encoders.
+EXPORTS = {"classifier": {"features": ("image",)}, "clip": {"encode_text": ("caption",), "encode_image": ("image",)}}
+
+
+@pytest.mark.parametrize("config", sorted(EXPORTS))
+def test_exports_are_functions_of_the_eval_params(config):
+  _, spec, family = _family(config, "smoke")
+  batch = _batch(spec)
+  params = jax.eval_shape(family.eval_params, jax.eval_shape(family.init, KEY, batch))
+  for name, args in EXPORTS[config].items():
+    out = jax.eval_shape(family.exports[name], params, *(batch[a] for a in args))
+    assert out.ndim == 2 and out.shape[0] == BATCH and jnp.issubdtype(out.dtype, jnp.floating), (name, out)
 
 
 @pytest.mark.parametrize("config", ["classifier", "clip"])
