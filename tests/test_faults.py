@@ -3,7 +3,8 @@
 Kill anywhere: SIGKILL during a step, during a checkpoint save and during the
 final evaluation, then the same command again, gives the uninterrupted run's
 parameters, training losses and test bits/dim, and every checkpoint on disk
-reads back. SIGTERM (preemption) saves the current step and exits 143.
+reads back. SIGTERM (preemption) saves the current step and exits 143. Each
+fault meets the run at a set point (tests/fault_worker.py), not after a time.
 """
 import json
 import os
@@ -21,6 +22,8 @@ from genfam.loop import train
 from genfam.loop import workdir as workdir_guard
 from genfam.loop.logbook import read_metrics
 from tests.conftest import REPO, load_config
+
+pytestmark = pytest.mark.slow  # subprocesses killed at chosen points, full disks, locks
 
 ARGS = ["--config.train.num_steps=30", "--config.train.checkpoint_every=5", "--config.train.progress=False"]
 
@@ -71,25 +74,27 @@ def test_killed_anywhere_then_restarted_equals_uninterrupted(tmp_path, uninterru
 
 
 def test_sigterm_saves_the_current_step_and_the_rerun_continues(tmp_path):
-  proc = subprocess.Popen([sys.executable, "-m", "genfam.main", "--config=configs/independent.py:smoke",
-                           f"--workdir={tmp_path}", "--config.train.num_steps=100000",
-                           "--config.train.checkpoint_every=100000", "--config.train.log_every=1",
-                           "--config.train.progress=False"],
+  """SIGTERM from outside, sent while the run waits at its 20th training batch (it says so in a
+  file): it saves step 20, says so in one line and exits 143; the same command continues."""
+  workdir, step = tmp_path / "run", 20
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "fault_worker.py"), "sigterm", str(step),
+                           str(workdir), "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
+                           "--config.train.log_every=1", "--config.train.progress=False"],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  metrics, deadline = tmp_path / "metrics.jsonl", time.time() + 300
-  while not (metrics.exists() and sum(1 for _ in open(metrics)) >= 20):
+  waiting, deadline = tmp_path / "run.waiting", time.time() + 300
+  while not waiting.exists():
     assert time.time() < deadline and proc.poll() is None, "the run did not start training"
-    time.sleep(0.1)
-  logged = max(json.loads(line)["step"] for line in open(metrics) if line.endswith("\n"))
+    time.sleep(0.05)
+  logged = max(json.loads(line)["step"] for line in open(workdir / "metrics.jsonl") if line.endswith("\n"))
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
   assert "preempted (SIGTERM) at step" in err and "rerun the same command" in err
-  step = int(err.split("preempted (SIGTERM) at step ")[1].split(":")[0])
+  assert int(err.split("preempted (SIGTERM) at step ")[1].split(":")[0]) == step == logged + 1
   config = load_config("independent")
-  assert train.Run(config, str(tmp_path)).checkpointer.steps()[-1] == step >= logged
+  assert train.Run(config, str(workdir)).checkpointer.steps()[-1] == step >= logged
   again = subprocess.run([sys.executable, "-m", "genfam.main", "--config=configs/independent.py:smoke",
-                          f"--workdir={tmp_path}", f"--config.train.num_steps={step + 3}",
+                          f"--workdir={workdir}", f"--config.train.num_steps={step + 3}",
                           "--config.train.progress=False"], cwd=REPO, capture_output=True, text=True)
   assert again.returncode == 0 and f"resumed from step {step}" in again.stdout, again.stderr[-2000:]
 

@@ -5,7 +5,8 @@ CPU). The global batches do not depend on the process count (one global order;
 each process reads its rows), so the losses and the saved parameters of the
 two layouts agree; evaluation gives every example the same noise on any process
 count, so a stochastic estimate (the GAN's AIS) and the sample-quality scores (FID,
-KID, class agreement) of one checkpoint are the same on 2 processes as on 1; killing both processes and starting them again resumes; a
+KID, class agreement) of one checkpoint are the same on 2 processes as on 1; killing both processes
+(at a set step) and starting them again resumes; a
 process that cannot reach its coordinator fails with one line within the timeout.
 """
 import json
@@ -24,6 +25,8 @@ import pytest
 from genfam.loop import train
 from genfam.loop.logbook import read_metrics
 from tests.conftest import REPO, load_config
+
+pytestmark = pytest.mark.slow  # two processes joined by jax.distributed
 
 ARGS = ["--config=configs/independent.py:smoke", "--config.train.num_steps=12", "--config.train.checkpoint_every=4",
         "--config.train.log_every=1", "--config.train.progress=False", "--config.eval.num_examples=40",
@@ -85,16 +88,21 @@ def test_two_processes_of_four_devices_match_one_of_eight(tmp_path):
 
 
 def test_both_processes_killed_and_restarted_resume(tmp_path):
-  procs = _start(tmp_path, 2, 4, "--config.train.num_steps=400", "--config.train.checkpoint_every=10")
-  checkpoints, deadline = tmp_path / "checkpoints", time.time() + 300
-  while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-    assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
-    time.sleep(0.2)
+  """Each process SIGKILLed at its 15th training batch (tests/fault_worker.py: after the
+  checkpoint at step 10), then the same command again: both resume from step 10."""
+  port, procs = _free_port(), []
+  for i in range(2):
+    procs.append(subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tests", "fault_worker.py"), "step", "15", str(tmp_path), *ARGS[1:],
+         "--config.train.num_steps=400", "--config.train.checkpoint_every=10",
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+         "--distributed_timeout=60"], cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   for p in procs:
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    _, err = p.communicate(timeout=600)
+    assert p.returncode != 0, err[-2000:]   # killed at step 15 (or stopped by its killed peer), not finished
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10]
   outs = _finish(_start(tmp_path, 2, 4, "--config.train.num_steps=30", "--config.train.checkpoint_every=10"))
-  assert all("resumed from step" in out for out, _ in outs)
+  assert all("resumed from step 10" in out for out, _ in outs)
   _, losses, meta = _outcome(tmp_path)
   assert int(meta["step"]) == 30 and len(losses) == 30
 

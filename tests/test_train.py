@@ -98,23 +98,30 @@ def test_training_clock_leaves_out_excluded_blocks():
 
 
 def test_periodic_evaluation_does_not_spend_the_training_budget(tmp_path, monkeypatch):
-  """Each periodic evaluation sleeps 0.4 s: the run's train_seconds (what max_train_seconds
-  and eval.every_seconds read) leaves the three evaluations out."""
+  """On a clock of the test's own, each periodic evaluation takes 40 s and each reading of the
+  clock outside them 1 ms: the run's train_seconds (what max_train_seconds and
+  eval.every_seconds read) leaves the three evaluations out."""
+  now = [1000.0]
+
+  def clock():
+    now[0] += 0.001
+    return now[0]
+  monkeypatch.setattr(cadence, "clock_source", lambda kind: clock)
   real = train.Run.evaluate
 
   def slow_evaluate(self, *args, **kwargs):
-    time.sleep(0.4)
+    now[0] += 40.0
     return real(self, *args, **kwargs)
 
   monkeypatch.setattr(train.Run, "evaluate", slow_evaluate)
   config = load_config("independent")
   config.train.num_steps, config.train.eval_every, config.train.max_train_seconds = 4, 1, 60.0
-  start = time.time()
+  start = now[0]
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["step"] == 4
   evals = [r for r in read_metrics(str(tmp_path)) if r["split"] == "eval"]
   assert len(evals) == 3   # steps 1..3 (the last step gets the final evaluation)
-  assert summary["train_seconds"] <= time.time() - start - 3 * 0.4
+  assert summary["train_seconds"] <= now[0] - start - 3 * 40.0
 
 
 def _cli(args, env=None, **kw):
@@ -123,28 +130,22 @@ def _cli(args, env=None, **kw):
                         capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_exactly(tmp_path):
-  """SIGKILL at an arbitrary moment, same command again: same result as never stopping."""
+  """SIGKILL mid-run (at the 17th training batch: after the checkpoint at step 14, before the
+  next), same command again: same result as never stopping."""
   args = ["--config=configs/independent.py:smoke", "--config.train.num_steps=60",
           "--config.train.checkpoint_every=7", "--config.train.eval_every=0"]
   full = _cli(args + [f"--workdir={tmp_path / 'full'}"])
   assert full.returncode == 0, full.stderr[-2000:]
-  env = dict(os.environ)
-  proc = subprocess.Popen([sys.executable, "-m", "genfam.main", *args, f"--workdir={tmp_path / 'killed'}"],
-                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  metrics = tmp_path / "killed" / "metrics.jsonl"
-  deadline = time.time() + 120
-  while time.time() < deadline:  # kill once it has checkpointed and run past it
-    if metrics.exists() and sum(1 for _ in open(metrics)) >= 17:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  killed = subprocess.run([sys.executable, os.path.join(REPO, "tests", "fault_worker.py"), "step", "17",
+                           str(tmp_path / "killed"), *args[1:]], cwd=REPO, capture_output=True, text=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
   killed_steps = [r["step"] for r in read_metrics(str(tmp_path / "killed"))]
   assert killed_steps and max(killed_steps) < 60, "the run finished before it could be killed"
   resumed = _cli(args + [f"--workdir={tmp_path / 'killed'}"])
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "resumed from step" in resumed.stdout
+  assert "resumed from step 14" in resumed.stdout
   config = load_config("independent")
   a, _ = _params(str(tmp_path / "full"), config)
   b, _ = _params(str(tmp_path / "killed"), config)
@@ -320,6 +321,7 @@ def test_checkpoint_of_other_shapes_is_refused(tmp_path, monkeypatch):
   assert Checkpointer(str(tmp_path), config).steps() == [2]  # refused, not taken for corrupt
 
 
+@pytest.mark.slow
 def test_cli_eval_and_sample_modes(tmp_path):
   base = ["--config=configs/independent.py:smoke", f"--workdir={tmp_path}"]
   missing = _cli(base + ["--mode=eval"])
@@ -332,6 +334,7 @@ def test_cli_eval_and_sample_modes(tmp_path):
   assert sampled.returncode == 0 and (tmp_path / "grid.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_unknown_config_key_suggests_the_close_one(tmp_path):
   out = _cli(["--config=configs/independent.py:smoke", "--config.train.num_step=3", f"--workdir={tmp_path}"])
   assert out.returncode == 2
@@ -339,6 +342,7 @@ def test_cli_unknown_config_key_suggests_the_close_one(tmp_path):
                                 "--config.train.num_steps?")
 
 
+@pytest.mark.slow
 def test_cli_missing_dataset_says_how_to_get_it(tmp_path):
   out = _cli(["--config=configs/independent.py:smoke", "--config.data.name=fashion_mnist",
               f"--config.data.source_dir={tmp_path}", f"--workdir={tmp_path / 'run'}"])
@@ -347,6 +351,7 @@ def test_cli_missing_dataset_says_how_to_get_it(tmp_path):
   assert "Fashion-MNIST is not on this machine" in line and "apt-get install -y dataset-fashion-mnist" in line
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_devices(tmp_path):
   out = _cli(["--config=configs/independent.py:smoke", "--config.data.batch_size=12", f"--workdir={tmp_path}"],
              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"})
