@@ -3,9 +3,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from experiments import benchmark_eval
 from tests.conftest import REPO
 from tests.test_benchmark_speed import expected_malloc, started_by_hand
+
+pytestmark = pytest.mark.slow  # a trained workdir and the benchmark's command line
 
 
 def test_every_bound_in_both_dtypes_on_the_same_images(tmp_path):

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiments import benchmark_speed
 from genfam.cpu import host_memory
 from tests.conftest import REPO
@@ -33,6 +35,7 @@ def test_a_smoke_step_is_timed_with_its_flops():
   assert row["tokens_per_s"] == row["images_per_s"] * 64
 
 
+@pytest.mark.slow
 def test_main_runs_under_the_configs_malloc(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run([sys.executable, "-m", "experiments.benchmark_speed", "--configs=vae:smoke", "--steps=1",

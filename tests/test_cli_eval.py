@@ -5,8 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from genfam.loop import train
 from tests.conftest import REPO, load_config
+
+pytestmark = pytest.mark.slow  # the command line in a subprocess
 
 
 def test_cli_eval_names_the_17_bins_of_digits(tmp_path):

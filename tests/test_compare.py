@@ -41,6 +41,7 @@ def smoke(tmp_path_factory):
   return root, result
 
 
+@pytest.mark.slow
 def test_every_row_is_filled_and_finite(smoke):
   root, result = smoke
   with open(os.path.join(root, "results", "compare.json")) as f:
@@ -63,6 +64,7 @@ def test_every_row_is_filled_and_finite(smoke):
   assert [r["name"] for r in rows if r["samples_conditioned_on"] == "label"] == ["gan"]
 
 
+@pytest.mark.slow
 def test_the_table_has_no_empty_cell(smoke):
   root, _ = smoke
   with open(os.path.join(root, "results", "compare.md")) as f:
@@ -80,6 +82,7 @@ def test_the_table_has_no_empty_cell(smoke):
     assert os.path.getsize(os.path.join(root, "results", f"{name}.png")) > 0, name
 
 
+@pytest.mark.slow
 def test_a_rerun_with_the_same_settings_trains_nothing(smoke, capsys):
   root, _ = smoke
   compare.main(["--smoke", "--in_process", f"--root={root}", "--only=independent", f"--out={root}/again"])
@@ -88,6 +91,7 @@ def test_a_rerun_with_the_same_settings_trains_nothing(smoke, capsys):
   assert "genfam.main" not in out
 
 
+@pytest.mark.slow
 def test_the_notebook_shows_the_files(smoke, monkeypatch):
   root, _ = smoke
   monkeypatch.setenv("GENFAM_COMPARE_DIR", str(root / "results"))
@@ -132,6 +136,7 @@ def test_judges_from_a_folder_without_them_is_a_one_line_error(tmp_path):
     compare.main([f"--root={tmp_path / 'r'}", f"--judges_from={tmp_path}", "--only=vae"])
 
 
+@pytest.mark.slow
 def test_sampling_speed_times_ddim_steps_ddpm_and_the_cached_igpt_on_the_trained_models(tmp_path):
   from genfam.loop import train
   rows = []

@@ -59,6 +59,7 @@ def test_a_missing_source_dir_is_refused_before_anything_runs(tmp_path):
      "error: --config.train.malloc='tcmalloc' is not valid: it must be one of 'jemalloc', 'glibc'"),
     (["--config=configs/nothere.py"], "error: config file 'configs/nothere.py' does not exist"),
 ])
+@pytest.mark.slow
 def test_cli_bad_values_are_one_line(tmp_path, args, message):
   proc = subprocess.run([sys.executable, "-m", "genfam.main", *args, f"--workdir={tmp_path}"], cwd=REPO,
                         capture_output=True, text=True)

@@ -45,6 +45,7 @@ def _main(workdir, *overrides):
 YNN = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
+@pytest.mark.slow
 def test_main_trains_on_two_cpu_devices_and_resumes_on_one(tmp_path):
   """Also train.xla_cpu_flags: a flag this jaxlib knows is set; an unknown one (XLA would abort
   the process) is left out with a one-line warning, and the run goes on."""
@@ -61,6 +62,7 @@ def test_main_trains_on_two_cpu_devices_and_resumes_on_one(tmp_path):
   assert results["devices"] == 1 and results["step"] == 4
 
 
+@pytest.mark.slow
 def test_the_xla_flag_decides_over_the_config():
   code = ("import jax; from genfam.cpu.xla_cpu import set_cpu_devices; "
           "print(set_cpu_devices(2, 64), jax.device_count())")
@@ -92,6 +94,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_batches_run_whole_on_alternate_cpu_devices_with_the_one_device_values():
   """evaluate.batch_results on 3 CPU devices: batch i on device i mod 3, results in order, each
   draw's values equal to one device's (same key fold_in(fold_in(rng, i), d)), masks kept."""

@@ -23,6 +23,7 @@ def test_digits_splits_and_levels():
   assert images.dtype == np.uint8 and images.max() == 16
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sources.fashion_mnist_source_dir() is None, reason="Fashion-MNIST IDX files not installed")
 def test_fashion_mnist_from_local_idx_files():
   directory = sources.fashion_mnist_source_dir()

@@ -115,6 +115,7 @@ def _load_in_child(args):
   return sorted(_test_pairs(sources.load(_config(data_dir, source_dir)).sources))
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_two_sources_at_once_get_their_own(tmp_path):
   arrays = {name: _idx_dir(tmp_path / name, seed, 10, 5) for seed, name in enumerate(["a", "b"])}
   data_dir = tmp_path / "tfds"

@@ -104,6 +104,7 @@ def test_the_bfloat16_transformer_matches_flax_default_products(monkeypatch):
   chex.assert_trees_all_close(ours, plain, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_a_batch_sharded_over_eight_devices_gives_the_same_gradients():
   """The chunked kernel gradient of rows sharded over 8 fake CPU devices (data parallelism)."""
   script = textwrap.dedent("""

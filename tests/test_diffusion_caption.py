@@ -139,6 +139,7 @@ def test_label_model_refuses_caption_tokens():
     conditioning.for_sampling(_tokens())
 
 
+@pytest.mark.slow
 def test_caption_model_trains_reports_and_samples_a_sentence(clip_workdir, tmp_path, capsys):  # noqa: F811
   config = _config()
   config.model.text_encoder_workdir = str(clip_workdir)

@@ -123,6 +123,7 @@ def test_learned_variance_family_options():
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_a_run_evaluates_and_resumes_under_another_vlb_chunk(tmp_path):
   """diffusion.vlb_chunk only changes how many timesteps each network call of the bound takes
   (the values do not depend on it: test_diffusion_bound), so a workdir made under one chunk

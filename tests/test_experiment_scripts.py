@@ -11,6 +11,7 @@ import pytest
 from experiments import kernel_probe, mixed_precision
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_both_dtypes_once_and_tabulates(tmp_path, monkeypatch):
   entry = "vae:smoke@train.num_steps=2"
   row = mixed_precision.run_entry(str(tmp_path), entry)
@@ -27,6 +28,7 @@ def test_mixed_precision_trains_both_dtypes_once_and_tabulates(tmp_path, monkeyp
   assert mixed_precision.run_entry(str(tmp_path), entry) == row      # finished runs are only read
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe,layers", [("probe_phases", "PHASE_LAYERS"), ("probe_pointwise", "POINTWISE_LAYERS")])
 def test_layer_probes_time_every_layer_both_ways(probe, layers):
   rows = getattr(kernel_probe, probe)(batch=2, reps=1)
@@ -34,12 +36,14 @@ def test_layer_probes_time_every_layer_both_ways(probe, layers):
   assert all(r["lax_ms"] > 0 and r["other_ms"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_conv_grads_probe_times_each_piece_of_every_layer():
   rows = kernel_probe.probe_conv_grads(batch=1, reps=1)
   assert [r["layer"] for r in rows] == [layer[0] for layer in kernel_probe.CONV_GRAD_LAYERS]
   assert all(r[f"{p}_ms"] > 0 and r[f"{p}_gflops_per_s"] > 0 for r in rows for p in ("forward", "input_grad", "kernel_grad"))
 
 
+@pytest.mark.slow
 def test_the_readme_ynnpack_flag_is_known_to_this_jaxlib_and_keeps_the_gradient():
   """README ('Weight gradients and YNNPACK') advises this flag for the diffusion configs; an XLA
   that no longer knows it aborts the process, which this catches on upgrade."""
@@ -54,6 +58,7 @@ def test_the_readme_ynnpack_flag_is_known_to_this_jaxlib_and_keeps_the_gradient(
   assert float(out.stdout.strip().splitlines()[-1]) == 2 * 36.0     # 36 positions, 2 images, all taps inside
 
 
+@pytest.mark.slow
 def test_the_allreduce_probe_times_both_forms_on_two_devices_and_refuses_one(tmp_path):
   import os
   import sys
@@ -72,6 +77,7 @@ def test_the_allreduce_probe_times_both_forms_on_two_devices_and_refuses_one(tmp
   assert proc.returncode != 0 and "needs 2 or more devices" in proc.stderr
 
 
+@pytest.mark.slow
 def test_dot_forms_probe_times_every_form_and_the_chunked_kernel_gradient_is_the_kernel_gradient():
   rows = kernel_probe.probe_dot_forms(reps=1, shapes=(("tiny", 48, 5, 3),))
   assert [(r["shape"], r["dtype"]) for r in rows] == [("tiny", "float32"), ("tiny", "bfloat16")]
@@ -82,6 +88,7 @@ def test_dot_forms_probe_times_every_form_and_the_chunked_kernel_gradient_is_the
     np.testing.assert_allclose(f(x, None, g), x.T @ g, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_attention_forms_probe_times_every_form_and_the_chunked_forms_equal_the_written_ones():
   rows = kernel_probe.probe_attention_forms(reps=1, shapes=(("tiny", 2, 3, 8, 12, 4),))
   assert [(r["shape"], r["dtype"]) for r in rows] == [("tiny", "float32"), ("tiny", "bfloat16")]
@@ -108,6 +115,7 @@ def test_dot_operand_dtypes_reads_each_dot_of_optimized_hlo():
     assert sorted(kernel_probe.dot_operand_dtypes(f.lower(a, b, c).compile().as_text())) == ["f32 x f32", "f64 x f64"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_amx_attention_check_products_equal_blocked_attention_with_gradients(jit):
   """experiments/igpt_step_probe.py's +chunked_attention mode computes the same attention and

@@ -74,6 +74,7 @@ def test_zero_leaves_glibc_alone():
   assert host_memory.retain_freed_memory(0) is False
 
 
+@pytest.mark.slow
 @needs_glibc
 def test_retained_memory_is_not_faulted_in_again():
   default = _faults_per_round("")
@@ -82,6 +83,7 @@ def test_retained_memory_is_not_faulted_in_again():
   assert retained < 0.01 * PAGES, retained    # the freed block is reused
 
 
+@pytest.mark.slow
 @needs_glibc
 @pytest.mark.parametrize("mib", [1024, 0, None])
 def test_a_run_sets_it_from_its_config(mib):
@@ -106,6 +108,7 @@ THREAD_PROBE = PROBE.format(setup="from genfam.cpu import host_memory\n"
                                   "print(host_memory.malloc_in_use())", mib=96, in_thread=True)
 
 
+@pytest.mark.slow
 @needs_glibc
 @needs_jemalloc
 def test_jemalloc_keeps_what_glibc_maps_fresh():
@@ -181,6 +184,7 @@ def _host_memory_line(tmp_path, *settings) -> str:
   return lines[0]
 
 
+@pytest.mark.slow
 def test_main_restarts_once_with_huge_pages_where_the_config_asks(tmp_path):
   """genfam.main on glibc's malloc, started without the tunable, runs with it under
   train.huge_pages=True (where a restart changes anything here) and says so once; under False it
@@ -197,6 +201,7 @@ def test_main_restarts_once_with_huge_pages_where_the_config_asks(tmp_path):
                          else "4 KiB pages"), line
 
 
+@pytest.mark.slow
 def test_main_restarts_once_with_jemalloc_by_default(tmp_path):
   """train.malloc's default: genfam.main, started by hand, runs under jemalloc configured as
   jemalloc_conf() says where the library is installed, and otherwise says in its one line that it

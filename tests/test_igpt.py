@@ -195,6 +195,7 @@ def test_wrong_image_shape_is_refused():
     family.init(jax.random.PRNGKey(0), _batch(_spec((3, 3, 1)), 2))
 
 
+@pytest.mark.slow
 def test_a_run_resumes_under_another_query_block(tmp_path):
   """model.query_block changes how attention is computed, not the parameters or the function:
   a run resumes under another block size without --allow_config_change, and the change is

@@ -2,10 +2,13 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from genfam.loop import train
 from tests.conftest import REPO, load_config
+
+pytestmark = pytest.mark.slow  # a Jupyter kernel
 
 
 def test_inspect_run_notebook_executes(tmp_path, monkeypatch):

@@ -20,6 +20,8 @@ from tests.conftest import REPO
 
 optuna = pytest.importorskip("optuna")
 
+pytestmark = pytest.mark.slow  # workers and trials are subprocesses
+
 CONFIG = "configs/independent.py:smoke"
 
 
