@@ -21,7 +21,8 @@ def get_config(arg=None):
   c.model.width = 64               # hidden channels of the coupling networks
   c.model.lu = True                # LU-decomposed 1x1 conv (else plain, O(C^3) slogdet)
   c.model.lu_identity_init = False  # True: W = I at init (else a random rotation)
-  c.model.scale_fn = "sigmoid"     # coupling scale: 'sigmoid' (sigmoid(h + 2)) or 'tanh' (learned bound)
+  c.model.scale_fn = "softclamp"   # log s = tanh(h): each coupling's inverse gains at most e (issue 30);
+                                   # 'sigmoid' (Glow's sigmoid(h + 2)) for runs trained before it
   c.model.split_prior = True       # learned conditional prior p(z2 | z1) at each split
   c.model.learn_top = True         # learned top prior (per position and channel)
   c.model.class_conditional = False  # top prior conditioned on the label

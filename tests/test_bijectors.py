@@ -42,18 +42,20 @@ def uniform(seed, shape):
   return np.random.default_rng(seed).uniform(size=shape)
 
 
-def coupling(mask, parity, scale_fn, c):
+def coupling(mask, parity, scale_fn, c, **kwargs):
   # Any function of the kept part will do; one 3x3 conv sees neighbouring pixels (so a
   # wrong mask would show in the Jacobian) and compiles fast. The real conditioners
   # (GlowConditioner, ResNet) are exercised by the whole-flow tests.
   conditioner = nn.Conv(2 * transformed_channels(mask, parity, c), (3, 3))
-  return AffineCoupling(conditioner, mask=mask, parity=parity, scale_fn=scale_fn)
+  return AffineCoupling(conditioner, mask=mask, parity=parity, scale_fn=scale_fn, **kwargs)
 
 
 # name -> (bijector, x [B, H, W, C] as numpy, conditioning kwargs: numpy arrays, batch first)
 CASES = {
     "coupling_channel_sigmoid": lambda: (coupling("channel", 0, "sigmoid", 3), normal(0, (B, H, W, 3)), {}),
     "coupling_channel_tanh_parity1": lambda: (coupling("channel", 1, "tanh", 3), normal(1, (B, H, W, 3)), {}),
+    "coupling_channel_softclamp": lambda: (coupling("channel", 0, "softclamp", 3, max_log_scale=0.7),
+                                           normal(3, (B, H, W, 3)), {}),
     "coupling_checkerboard_tanh_parity1": lambda: (
         coupling("checkerboard", 1, "tanh", 2), normal(2, (B, H, W, 2)), {}),
     "actnorm": lambda: (ActNorm(), normal(4, (B, H, W, 3), 3.0, 2.0), {}),

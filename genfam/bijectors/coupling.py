@@ -22,6 +22,19 @@ Stable scale without batch norm (`scale_fn`):
              never divides by an underflowed 0, whatever the activations)
   'tanh'     log_s = scale_c * tanh(h)    (learned per-channel scale_c, init 1,
                                            so |log_s| <= |scale_c|)
+  'softclamp' log_s = a * tanh(h / a), a = max_log_scale fixed (log_s = h near 0,
+             s = 1 at h = 0): s in (e^-a, e^a), so the inverse multiplies by at
+             most e^a, whatever the conditioner says.
+Why the bound matters (issue 30): the inverse x_b = (y_b - t) / s gains 1/s.
+With 'sigmoid' that gain reaches 1/min_scale = 10^4, and a ReLU conditioner
+fed an input a little outside what it was trained on returns an h that grows
+with the input, so s falls to that floor and the next coupling's input is
+further out still: a Glow trained on Fashion-MNIST sent a third of its
+temperature-1 latents to activations of 10^13..10^34 (saturated lattice
+images, some non-finite). 'softclamp' caps each coupling's gain at e^a, and
+lets a coupling expand as well as contract (a sigmoid scale only contracts,
+so the flow expands in actnorm and contracts selectively, which the inverse
+turns into selective expansion).
 The conditioner is passed in as a module (its last layer should start at
 zero, e.g. `genfam.nets.conv.ZeroConv`); its output channels are
 [t (n channels), h (n channels)].
@@ -35,7 +48,7 @@ import flax.linen as nn
 from genfam.bijectors.base import Bijector, sum_except_batch
 
 MASKS = ("checkerboard", "channel")
-SCALE_FNS = ("sigmoid", "tanh")
+SCALE_FNS = ("sigmoid", "tanh", "softclamp")
 
 
 def transformed_channels(mask: str, parity: int, channels: int) -> int:
@@ -61,6 +74,7 @@ class AffineCoupling(Bijector):
   parity: int = 0
   scale_fn: str = "sigmoid"
   min_scale: float = 1e-4
+  max_log_scale: float = 1.0
 
   @nn.compact
   def _shift_and_log_scale(self, cond_input, n: int):  # [B, H, W, Cin] -> 2 x [B, H, W, n]
@@ -71,6 +85,9 @@ class AffineCoupling(Bijector):
     if self.scale_fn == "sigmoid":
       m = self.min_scale  # log(m + (1 - m) sigmoid(h + 2)), stable for any h
       log_scale = jnp.logaddexp(math.log(m), math.log1p(-m) + jax.nn.log_sigmoid(raw + 2.0))
+    elif self.scale_fn == "softclamp":
+      a = self.max_log_scale
+      log_scale = a * jnp.tanh(raw / a)
     elif self.scale_fn == "tanh":
       scale = self.param("tanh_scale", nn.initializers.ones, (n,))
       log_scale = scale * jnp.tanh(raw)

@@ -16,7 +16,7 @@ eps ~ N(0, T^2 I), T = config.sample.temperature.
 
 Config (read here, at the edge): config.model.kind ('realnvp' | 'glow'),
 num_levels, num_steps, width, num_blocks, norm, couplings, lu, lu_identity_init, scale_fn,
-split_prior, learn_top, class_conditional, logit_alpha, input_scale;
+max_log_scale (optional, 1), split_prior, learn_top, class_conditional, logit_alpha, input_scale;
 config.optim.* (optimizer and ema_decay); config.sample.temperature.
 """
 import functools
@@ -46,11 +46,12 @@ def build_model(model_config, image_shape, num_classes: int = 0) -> MultiScaleFl
   if kind == "glow":
     return Glow(**common, num_steps=m.num_steps, width=m.width, lu=m.get("lu", True),
                 lu_identity_init=m.get("lu_identity_init", False), scale_fn=m.get("scale_fn", "sigmoid"),
-                input_scale=m.get("input_scale", 1.0))
+                max_log_scale=m.get("max_log_scale", 1.0), input_scale=m.get("input_scale", 1.0))
   if kind == "realnvp":
     return RealNVP(**common, couplings=tuple(m.get("couplings", (3, 3, 4))), width=m.width,
                    num_blocks=m.get("num_blocks", 1), norm=m.get("norm", "layer"),
-                   scale_fn=m.get("scale_fn", "tanh"), logit_alpha=m.get("logit_alpha", 0.05))
+                   scale_fn=m.get("scale_fn", "tanh"), max_log_scale=m.get("max_log_scale", 1.0),
+                   logit_alpha=m.get("logit_alpha", 0.05))
   raise GenfamError(f"unknown flow kind config.model.kind={kind!r}; use one of {KINDS}")
 
 

@@ -193,7 +193,8 @@ class RealNVP(MultiScaleFlow):
   """Dinh et al.'s multi-scale RealNVP with ResNet conditioners (no batch norm).
 
   width / num_blocks / norm: the conditioner ResNet ('layer', 'group' or 'none'
-  normalisation inside its residual blocks); scale_fn: 'tanh' or 'sigmoid';
+  normalisation inside its residual blocks); scale_fn: 'tanh', 'softclamp'
+  (|log s| < max_log_scale) or 'sigmoid' (genfam.bijectors.coupling);
   logit_alpha: the margin a of the logit preprocessing; couplings: how many
   (checkerboard, channel) couplings per scale and checkerboard couplings in
   the final scale, (3, 3, 4) in the paper.
@@ -203,6 +204,7 @@ class RealNVP(MultiScaleFlow):
   num_blocks: int = 1
   norm: str = "layer"
   scale_fn: str = "tanh"
+  max_log_scale: float = 1.0
   logit_alpha: float = 0.05
   split_prior: bool = False
   learn_top: bool = False
@@ -223,7 +225,7 @@ class RealNVP(MultiScaleFlow):
     return [AffineCoupling(
         ResNet(self.width, self.num_blocks, 2 * transformed_channels(m, p, channels), zero_out=True,
                norm=self.norm, dtype=self.dtype),
-        mask=m, parity=p, scale_fn=self.scale_fn) for m, p in masks]
+        mask=m, parity=p, scale_fn=self.scale_fn, max_log_scale=self.max_log_scale) for m, p in masks]
 
 
 class Glow(MultiScaleFlow):
@@ -231,13 +233,17 @@ class Glow(MultiScaleFlow):
 
   num_steps: K; width: hidden channels of the coupling network;
   lu / lu_identity_init: LU-decomposed 1x1 convolution (else plain, orthogonal);
-  scale_fn: 'sigmoid' or 'tanh'; input_scale: preprocessing y = s (x - 0.5).
+  scale_fn: 'softclamp' (log s = a tanh(h / a), a = max_log_scale: each coupling's
+  inverse gains at most e^a), Glow's 'sigmoid' (s = sigmoid(h + 2), whose inverse
+  gain reaches 10^4 per coupling: temperature-1 samples blew up, issue 30) or 'tanh';
+  input_scale: preprocessing y = s (x - 0.5).
   """
   num_steps: int = 8
   width: int = 64
   lu: bool = True
   lu_identity_init: bool = False
-  scale_fn: str = "sigmoid"
+  scale_fn: str = "softclamp"
+  max_log_scale: float = 1.0
   input_scale: float = 1.0
 
   def plan(self):
@@ -255,7 +261,7 @@ class Glow(MultiScaleFlow):
       mix = LUConv1x1(identity_init=self.lu_identity_init) if self.lu else Conv1x1()
       steps += [ActNorm(), mix,
                 AffineCoupling(GlowConditioner(self.width, 2 * n, dtype=self.dtype), mask="channel",
-                               parity=k % 2, scale_fn=self.scale_fn)]
+                               parity=k % 2, scale_fn=self.scale_fn, max_log_scale=self.max_log_scale)]
     return steps
 
 
