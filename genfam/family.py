@@ -29,21 +29,23 @@ Batch = Mapping[str, jax.Array]
 Metrics = Mapping[str, jax.Array]
 
 # The kinds of log-likelihood a family may report (docs/DESIGN.md, "Likelihood conventions").
-LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>", "vlb-sampled-<k>t", "vlb-continuous-<k>t"
-_SAMPLED_T_KINDS = ("vlb-sampled-", "vlb-continuous-")
+LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>", "vlb-sampled-<k>t", "vlb-is-<k>t",
+                                                    # "vlb-continuous-<k>t"
+_SAMPLED_T_KINDS = ("vlb-sampled-", "vlb-is-", "vlb-continuous-")
 
 
 def check_likelihood_kind(kind: str) -> str:
   """`kind` if it names a likelihood of docs/DESIGN.md: exact, elbo, vlb, ais, the
   importance-weighted bound 'iwae-<k>', 'vlb-sampled-<k>t' (an unbiased
-  estimate of the vlb from k sampled timesteps per example) or
+  estimate of the vlb from k sampled timesteps per example), 'vlb-is-<k>t' (an
+  unbiased importance-sampled estimate of the vlb from k timesteps per example) or
   'vlb-continuous-<k>t' (an unbiased estimate, from k sampled t per example, of
   the continuous-time bound of a variational diffusion model)."""
   if kind in LIKELIHOOD_KINDS or (kind.startswith("iwae-") and kind[5:].isdigit()) or any(
       kind.startswith(p) and kind.endswith("t") and kind[len(p):-1].isdigit() for p in _SAMPLED_T_KINDS):
     return kind
   raise ValueError(f"unknown likelihood kind {kind!r}; use one of {LIKELIHOOD_KINDS}, 'iwae-<k>', "
-                   f"'vlb-sampled-<k>t' or 'vlb-continuous-<k>t'")
+                   f"'vlb-sampled-<k>t', 'vlb-is-<k>t' or 'vlb-continuous-<k>t'")
 
 
 class Family(NamedTuple):

@@ -12,5 +12,7 @@ Gaussian KL terms L_{t-1} of paper steps t = 2 .. T, and x_T is index T - 1.
   schedules  betas -> Schedule (alpha-bars, posterior coefficients, variances)
   process    q(x_t | x_0), q(x_{t-1} | x_t, x_0), x_0 / eps / reverse mean
   bound      the variational bound per example: prior KL, L_t terms, decoder
+  importance its unbiased estimate from k importance-sampled t per example, the
+             proposal learned from a pilot's per-term losses
   samplers   DDPM ancestral, DDIM (eta, S steps, spacings), guidance
 """

@@ -92,12 +92,16 @@ def likelihood_report(fn, params, source, rng, mesh, *, kind: str, num_bins: int
                       num_examples: int = 0, num_draws: int = 1, conditional_on: str = "") -> dict:
   """Mean per-example bits/dim of `fn` over the test split, with its parts.
 
-  fn(params, batch, rng) -> {name: [B] bits/dim} with 'bpd' the total.
+  fn(params, batch, rng) -> {name: [B] bits/dim} with 'bpd' the total; if fn has
+  `prepare(params) -> fn'`, fn' (with its per-evaluation setup done, e.g. the diffusion
+  importance sampler's pilot) evaluates the batches instead.
   Returns {'kind', 'conditional_on', 'bpd', 'bpd_stderr', <part>: mean,
   'num_examples', 'num_draws', 'num_bins', 'seconds'}; 'conditional_on' is
   None for -log p(x), else what the likelihood is conditioned on ('label', 'caption').
   """
   start = time.time()
+  if hasattr(fn, "prepare"):  # fixes what depends on the parameters alone once per report (e.g. an IS proposal)
+    fn = fn.prepare(params)
   sums, count, per_example_total = {}, 0, []
   batch_size = evaluated_batch_size(batch_size, num_examples, len(source))
   batches = pipeline.eval_batches(source, batch_size, num_examples)

@@ -23,6 +23,22 @@ the model is then the mixture p(x) = sum_y p(x | y) / C, and
 unconditional likelihood comparable with the other families'. Optionally, the
 extra kind 'vlb-sampled-<k>t' is the unbiased estimate from k sampled t.
 
+Importance-sampled bound (eval.is_timesteps = k > 0): 'vlb-is-<k>t', an unbiased
+importance-sampled estimate of the same full bound (`genfam.diffusion.importance`):
+prior and L_0 exact, sum_{t>=1} L_t estimated from k stratified t per image drawn from
+q(t) ~ sqrt(E[L_t^2]) (mixed with eval.is_uniform_share of uniform), E[L_t^2] measured
+with the evaluated parameters on a pilot of eval.is_pilot_examples images that are not
+test images (the validation split if data.validation_examples > 0, else the first
+training images) at eval.is_pilot_timesteps grid timesteps. The pilot runs once per
+evaluation report (`prepare`, called by `genfam.evaluation.evaluate.likelihood_report`;
+called directly, the function runs it on every batch). Its report has the 'vlb' parts
+(diffusion_bpd estimated) and 'timestep_variance', the mean over images of each image's
+estimated variance of its sampled part in (bits/dim)^2 (`importance.timestep_variance`):
+roughly the timestep sampling's share of bpd_stderr^2 * N.
+An extra beside 'vlb' unless eval.is_main (configs/ddpm.py's default) makes it the main
+likelihood: the full bound then runs as an extra on the first eval.extra_num_examples
+images (0: all), and the estimate on those same images is reported beside it.
+
 Caption condition (model.condition='caption', exclusive with model.class_conditional):
 c = the FROZEN CLIP text encoder's pooled, unit-norm embedding of the caption
 tokens [B, E] (`encode_text` of the configs/clip.py workdir model.text_encoder_workdir,
@@ -48,9 +64,10 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genfam import optim
-from genfam.diffusion import bound, losses, process, samplers, schedules
+from genfam.diffusion import bound, importance, losses, process, samplers, schedules
 from genfam.diffusion.process import q_sample
 from genfam.errors import GenfamError
 from genfam.family import Family
@@ -237,15 +254,86 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   return jax.jit(sample, static_argnums=2)
 
 
-def make(config, spec, encode_text: Optional[Callable] = None) -> Family:
+def make(config, spec, encode_text: Optional[Callable] = None, pilot: Optional[dict] = None) -> Family:
   """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec); a caption model
-  takes the frozen text encoder `encode_text` (`genfam.loop.frozen.family_inputs`)."""
-  return make_family(config, spec, encode_text)
+  takes the frozen text encoder `encode_text` (`genfam.loop.frozen.family_inputs`); `pilot`: the
+  importance-sampled bound's pilot images (`pilot_batch`; read when first needed if not given)."""
+  return make_family(config, spec, encode_text, pilot)
 
 
-def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
+class ImportanceLikelihood:
+  """The importance-sampled bound as a likelihood function with a per-evaluation setup.
+
+  fn(params, batch, rng) -> {name: [B]} runs the pilot (q from the parameters) and the
+  estimate; prepare(params) runs the pilot once and returns the estimate with that q fixed,
+  so an evaluation over many batches (`evaluate.likelihood_report`) pays for one pilot.
+  """
+
+  def __init__(self, proposal: Callable, estimate: Callable):
+    self.proposal, self.estimate = proposal, estimate   # (params) -> q [T]; (params, batch, rng, q)
+
+  def __call__(self, params, batch, rng):
+    return self.estimate(params, batch, rng, self.proposal(params))
+
+  def prepare(self, params):
+    q = np.asarray(jax.jit(self.proposal)(params))
+    prepared = lambda params, batch, rng: self.estimate(params, batch, rng, q)
+    prepared.proposal = q
+    return prepared
+
+
+class _ImportanceOptions(NamedTuple):
+  num_t: int
+  pilot_examples: int
+  pilot_timesteps: int
+  uniform_share: float
+  stratified: bool
+  main: bool
+
+
+def _importance_options(eval_config) -> _ImportanceOptions:
+  """The eval.is_* keys, checked."""
+  e = eval_config
+  num_t, main = int(e.get("is_timesteps", 0)), bool(e.get("is_main", False))
+  pilot_examples, pilot_timesteps = int(e.get("is_pilot_examples", 8)), int(e.get("is_pilot_timesteps", 64))
+  share, sampling = float(e.get("is_uniform_share", 0.1)), e.get("is_sampling", "stratified")
+  if num_t < 0:
+    raise GenfamError(f"eval.is_timesteps={num_t}: set it >= 1 for the importance-sampled bound, or 0 for none")
+  if main and num_t == 0:
+    raise GenfamError("eval.is_main=True makes the importance-sampled bound the main likelihood: "
+                      "set --config.eval.is_timesteps (e.g. 50)")
+  if num_t and pilot_examples < 1:
+    raise GenfamError(f"eval.is_pilot_examples={pilot_examples}: the proposal needs at least one pilot image")
+  if num_t and not 0.0 < share <= 1.0:
+    raise GenfamError(f"eval.is_uniform_share={share} must lie in (0, 1]: it bounds the importance weights "
+                      "by (T - 1) / share")
+  if sampling not in importance.SAMPLING:
+    raise GenfamError(f"unknown eval.is_sampling {sampling!r}; use one of {importance.SAMPLING}")
+  return _ImportanceOptions(num_t, pilot_examples, pilot_timesteps, share, sampling == "stratified", main)
+
+
+def pilot_batch(config, num: int, with_captions: bool = False) -> dict:
+  """The importance sampler's pilot images: the first `num` of the validation split (if
+  data.validation_examples > 0) or else of the training split, never test images, as one
+  numpy batch {'image', 'label'[, 'caption']} (captions phrased as the evaluation's: epoch 0)."""
+  from genfam.data import captions, pipeline, sources   # files are read here, when first needed
+  loaded = sources.load(config.data)
+  source = loaded.sources["validation"] if "validation" in loaded.sources else loaded.sources["train"]
+  records = [source[i] for i in range(min(num, len(source)))]
+  batch = {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
+           "label": np.asarray([int(r["label"]) for r in records], np.int32)}
+  if with_captions:
+    batch["caption"] = np.stack([captions.example_caption(loaded.spec, pipeline.EVAL_CAPTION_SEED, i, 0,
+                                                          int(r["label"]), r["attributes"])
+                                 for i, r in enumerate(records)])
+  return batch
+
+
+def make_family(config, spec, encode_text: Optional[Callable] = None,
+                pilot: Optional[dict] = None) -> Family:
   """The diffusion Family; encode_text(tokens [B, L]) -> [B, E] stands in for the frozen
-  text encoder of a caption model (tests)."""
+  text encoder of a caption model (tests); `pilot` (a batch dict) for the importance
+  sampler's pilot images (else `pilot_batch` loads them when first needed)."""
   d = config.diffusion
   learned = _learned(d)
   conditioning = make_conditioning(config.model, spec, encode_text)
@@ -278,8 +366,8 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
                       "set --config.diffusion.loss=hybrid (or vlb)")
   if t_sampling not in losses.T_SAMPLING:
     raise GenfamError(f"unknown diffusion.t_sampling {t_sampling!r}; use one of {losses.T_SAMPLING}")
-  importance = t_sampling == "importance"
-  if importance and objective == "simple":
+  importance_t = t_sampling == "importance"
+  if importance_t and objective == "simple":
     raise GenfamError("diffusion.t_sampling='importance' samples t for the L_vlb term; "
                       "set --config.diffusion.loss to 'hybrid' or 'vlb', or t_sampling='uniform'")
 
@@ -295,14 +383,14 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
                  }.get(conditioning.kind)
     params = jax.jit(lambda r: net.init({"params": r}, x, jnp.zeros((1,), jnp.int32), condition, False))(
         rng)["params"]
-    model_state = {"loss_history": losses.init_history(sched.num_steps, history)} if importance else None
+    model_state = {"loss_history": losses.init_history(sched.num_steps, history)} if importance_t else None
     return optim.scalar_loss_family_state(params, tx, ema_decay, model_state)
 
   def loss_fn(params, model_state, batch, rng):
     # image uint8 [B, H, W, C] -> x_0 [B, H, W, C] on [-1, 1]; t [B]; eps [B, H, W, C]
     x0 = bin_centres(batch["image"], num_bins)
     rng_t, rng_noise, rng_drop = jax.random.split(rng, 3)
-    if importance:
+    if importance_t:
       probs = losses.t_probabilities(model_state["loss_history"])
       t, weights = losses.sample_t(rng_t, probs, x0.shape[0])
     else:
@@ -320,7 +408,7 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
     metrics = {"mse": jnp.mean(losses.mse_per_example(eps, noise))}
     if objective != "simple":
       metrics["vlb_term_bpd"] = jnp.mean(l_t)          # L_t in bits/dim at the sampled t
-    if importance:
+    if importance_t:
       model_state = {"loss_history": losses.update_history(model_state["loss_history"], t, l_t)}
     return loss, (metrics, model_state)
 
@@ -360,13 +448,57 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
     out["bpd"] = sum(out.values())
     return out
 
+  is_options = _importance_options(config.eval)
+  pilot_cache = [pilot]
+
+  def pilot_images():
+    if pilot_cache[0] is None:
+      pilot_cache[0] = pilot_batch(config, is_options.pilot_examples, conditioning.kind == "caption")
+    return {k: v[:is_options.pilot_examples] for k, v in pilot_cache[0].items()}
+
+  pilot_grid = importance.pilot_grid(sched.num_steps, is_options.pilot_timesteps)
+  pilot_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x9170)   # not a test batch's key
+
+  def is_proposal(params):
+    """q [T] from the pilot's terms at the grid's timesteps, with these parameters."""
+    images = pilot_images()
+    eps_fn, _ = _bound_eps(params, images)
+    terms = importance.pilot_terms(eps_fn, sched, log_var, images["image"], pilot_key, num_bins, pilot_grid,
+                                   chunk=d.vlb_chunk, clip_x0=clip)
+    return importance.proposal(pilot_grid, terms, sched.num_steps, is_options.uniform_share)
+
+  def is_estimate(params, batch, rng, q):
+    """Unbiased estimate of the full bound from is_timesteps importance-sampled t:
+    {'bpd', 'prior_bpd', 'decoder_bpd', 'diffusion_bpd'[, 'label_bpd'], 'timestep_variance'}."""
+    eps_fn, label_nats = _bound_eps(params, batch)
+    parts = importance.importance_vlb(eps_fn, sched, log_var, batch["image"], rng, num_bins, q=q,
+                                      num_t=is_options.num_t, stratified=is_options.stratified,
+                                      chunk=d.vlb_chunk, clip_x0=clip)
+    out = {"prior_bpd": to_bpd(parts["prior"]), "decoder_bpd": to_bpd(parts["decoder"]),
+           "diffusion_bpd": to_bpd(parts["diffusion"])}
+    if with_label:
+      out["label_bpd"] = jnp.full_like(out["prior_bpd"], to_bpd(label_nats))
+    out["bpd"] = sum(out.values())
+    out["timestep_variance"] = to_bpd(to_bpd(importance.timestep_variance(parts["weighted"],  # (bits/dim)^2
+                                                                          is_options.stratified)))
+    return out
+
   draw = make_sampler(config, spec, conditioning=conditioning)
 
   def sample(params, rng, num, condition=None):
     """uint8 [num, H, W, C] in {0 .. K-1}; condition: int labels [num], caption tokens [num, L] or None."""
     return draw(params, rng, int(num), condition)
 
-  extras = {f"vlb-sampled-{d.sampled_t}t": sampled_likelihood} if d.sampled_t > 0 else None
+  main_fn, main_kind, extras = log_likelihood, "vlb", {}
+  if d.sampled_t > 0:
+    extras[f"vlb-sampled-{d.sampled_t}t"] = sampled_likelihood
+  if is_options.num_t:
+    is_fn, is_kind = ImportanceLikelihood(is_proposal, is_estimate), f"vlb-is-{is_options.num_t}t"
+    if is_options.main:   # the full bound becomes an extra (on eval.extra_num_examples images)
+      main_fn, main_kind, extras = is_fn, is_kind, {"vlb": log_likelihood, **extras}
+    else:
+      extras[is_kind] = is_fn
   return Family(name="diffusion", init=init, update=optim.make_scalar_loss_update(loss_fn, tx, ema_decay),
-                eval_params=optim.eval_params, log_likelihood=log_likelihood, likelihood_kind="vlb",
-                sample=sample, extra_likelihoods=extras, likelihood_condition="caption" if own_caption else "", sample_condition=conditioning.kind)
+                eval_params=optim.eval_params, log_likelihood=main_fn, likelihood_kind=main_kind,
+                sample=sample, extra_likelihoods=extras or None,
+                likelihood_condition="caption" if own_caption else "", sample_condition=conditioning.kind)
