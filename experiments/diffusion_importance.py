@@ -36,7 +36,7 @@ from genfam.diffusion import bound, importance
 from genfam.evaluation import evaluate
 from genfam.families import diffusion as family_module
 from genfam.likelihood.bits import nats_to_bpd
-from genfam.loop import train
+from genfam.loop import frozen, train
 from genfam.settings import config_files
 
 
@@ -142,7 +142,7 @@ def design(args, overrides):
         config_files.apply_overrides(c, overrides)
         c.eval.is_timesteps, c.eval.is_pilot_examples = 1, pilot_examples
         c.eval.is_pilot_timesteps, c.eval.is_uniform_share = pilot_timesteps, u
-        family = family_module.make_family(c, run.spec)
+        family = frozen.make_family(c, run.spec)   # as the loop builds it (the pilot images included)
         start = time.time()
         q = family.extra_likelihoods["vlb-is-1t"].prepare(params).proposal
         seconds = time.time() - start
