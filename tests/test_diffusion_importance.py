@@ -16,6 +16,7 @@ from genfam.errors import GenfamError
 from genfam.evaluation import evaluate
 from genfam.families import diffusion as family_module
 from genfam.likelihood.bits import nats_to_bpd
+from genfam.loop import frozen
 from tests.conftest import load_config
 
 T = 9          # schedule indices 0 .. 8: L_0 exact, 1 .. 8 sampled
@@ -235,19 +236,27 @@ def _random_params(family, seed=1, scale=0.2):
   return jax.tree.map(lambda a: jnp.asarray(scale * rng.normal(size=a.shape), a.dtype), shapes)
 
 
+def test_the_loop_hands_the_pilot_to_the_family_only_when_the_bound_needs_it():
+  """The family reads no files: genfam.loop.frozen.family_inputs gives it a function that returns
+  the pilot images (non-test images) when eval.is_timesteps > 0, and nothing otherwise."""
+  assert "pilot" not in frozen.family_inputs(_config(), SPEC)
+  inputs = frozen.family_inputs(_config(is_timesteps=4), SPEC)
+  assert callable(inputs["pilot"]) and len(inputs["pilot"]()["image"]) == _config().eval.is_pilot_examples
+
+
 @pytest.mark.parametrize("validation", [0, 20])
 def test_pilot_images_are_never_test_images(validation):
   from genfam.data import sources
   c = _config()
   c.data.validation_examples = validation
   loaded = sources.load(c.data)
-  pilot = family_module.pilot_batch(c, 5)
+  pilot = frozen.pilot_batch(c.data, 5)
   split = loaded.sources["validation" if validation else "train"]
   np.testing.assert_array_equal(pilot["image"], np.stack([split[i]["image"] for i in range(5)]))
   np.testing.assert_array_equal(pilot["label"], [split[i]["label"] for i in range(5)])
   test = np.stack([loaded.sources["test"][i]["image"] for i in range(len(loaded.sources["test"]))])
   assert not any(np.any(np.all(test == image[None], axis=(1, 2, 3))) for image in pilot["image"])
-  captioned = family_module.pilot_batch(c, 3, with_captions=True)     # a caption model's pilot
+  captioned = frozen.pilot_batch(c.data, 3, with_captions=True)     # a caption model's pilot
   assert captioned["caption"].shape == (3, loaded.spec.caption_length) and captioned["caption"][:, 0].all()
 
 

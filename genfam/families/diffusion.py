@@ -254,10 +254,11 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   return jax.jit(sample, static_argnums=2)
 
 
-def make(config, spec, encode_text: Optional[Callable] = None, pilot: Optional[dict] = None) -> Family:
+def make(config, spec, encode_text: Optional[Callable] = None, pilot=None) -> Family:
   """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec); a caption model
   takes the frozen text encoder `encode_text` (`genfam.loop.frozen.family_inputs`); `pilot`: the
-  importance-sampled bound's pilot images (`pilot_batch`; read when first needed if not given)."""
+  importance-sampled bound's pilot images, a batch dict or a function returning one when first
+  needed (the loop's `genfam.loop.frozen.pilot_batch`: the family reads no files)."""
   return make_family(config, spec, encode_text, pilot)
 
 
@@ -312,28 +313,10 @@ def _importance_options(eval_config) -> _ImportanceOptions:
   return _ImportanceOptions(num_t, pilot_examples, pilot_timesteps, share, sampling == "stratified", main)
 
 
-def pilot_batch(config, num: int, with_captions: bool = False) -> dict:
-  """The importance sampler's pilot images: the first `num` of the validation split (if
-  data.validation_examples > 0) or else of the training split, never test images, as one
-  numpy batch {'image', 'label'[, 'caption']} (captions phrased as the evaluation's: epoch 0)."""
-  from genfam.data import captions, pipeline, sources   # files are read here, when first needed
-  loaded = sources.load(config.data)
-  source = loaded.sources["validation"] if "validation" in loaded.sources else loaded.sources["train"]
-  records = [source[i] for i in range(min(num, len(source)))]
-  batch = {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
-           "label": np.asarray([int(r["label"]) for r in records], np.int32)}
-  if with_captions:
-    batch["caption"] = np.stack([captions.example_caption(loaded.spec, pipeline.EVAL_CAPTION_SEED, i, 0,
-                                                          int(r["label"]), r["attributes"])
-                                 for i, r in enumerate(records)])
-  return batch
-
-
-def make_family(config, spec, encode_text: Optional[Callable] = None,
-                pilot: Optional[dict] = None) -> Family:
+def make_family(config, spec, encode_text: Optional[Callable] = None, pilot=None) -> Family:
   """The diffusion Family; encode_text(tokens [B, L]) -> [B, E] stands in for the frozen
   text encoder of a caption model (tests); `pilot` (a batch dict) for the importance
-  sampler's pilot images (else `pilot_batch` loads them when first needed)."""
+  sampler's pilot images (a batch dict, or a function returning one when first needed)."""
   d = config.diffusion
   learned = _learned(d)
   conditioning = make_conditioning(config.model, spec, encode_text)
@@ -452,8 +435,11 @@ def make_family(config, spec, encode_text: Optional[Callable] = None,
   pilot_cache = [pilot]
 
   def pilot_images():
+    if callable(pilot_cache[0]):
+      pilot_cache[0] = pilot_cache[0]()
     if pilot_cache[0] is None:
-      pilot_cache[0] = pilot_batch(config, is_options.pilot_examples, conditioning.kind == "caption")
+      raise GenfamError("the importance-sampled bound (eval.is_timesteps > 0) needs pilot images: build the "
+                        "family with genfam.loop.frozen.make_family, which hands it non-test images")
     return {k: v[:is_options.pilot_examples] for k, v in pilot_cache[0].items()}
 
   pilot_grid = importance.pilot_grid(sched.num_steps, is_options.pilot_timesteps)

@@ -115,14 +115,36 @@ def text_encoder(workdir: str, dataset: str, key: str = "model.text_encoder_work
 
 
 def family_inputs(config, spec) -> dict:
-  """What the family of `config` takes from other runs, restored once (files are read here,
-  never by the family): {'encode_text': the frozen CLIP text encoder of
-  model.text_encoder_workdir} for a model conditioned on captions (model.condition='caption'),
-  else {}."""
-  model = config.get("model", {})
-  if model.get("condition", "") != "caption":
-    return {}
-  return {"encode_text": text_encoder(model.get("text_encoder_workdir", ""), spec.name)}
+  """What the family of `config` takes from outside its own parameters, restored once (files are
+  read here, never by the family): 'encode_text', the frozen CLIP text encoder of
+  model.text_encoder_workdir, for a model conditioned on captions (model.condition='caption');
+  'pilot', a function returning `pilot_batch`'s non-test images, for an evaluation with a
+  per-evaluation setup (eval.is_timesteps > 0: the diffusion bound's importance sampler)."""
+  model, inputs = config.get("model", {}), {}
+  if model.get("condition", "") == "caption":
+    inputs["encode_text"] = text_encoder(model.get("text_encoder_workdir", ""), spec.name)
+  if config.get("eval", {}).get("is_timesteps", 0) > 0:
+    num, captioned = int(config.eval.get("is_pilot_examples", 8)), model.get("condition", "") == "caption"
+    inputs["pilot"] = lambda: pilot_batch(config.data, num, captioned)
+  return inputs
+
+
+def pilot_batch(data_config, num: int, with_captions: bool = False) -> dict:
+  """The first `num` images of the validation split (if data.validation_examples > 0) or else of the
+  training split, never test images, as one numpy batch {'image' uint8 [n, H, W, C], 'label' [n]
+  [, 'caption' [n, L]]} (captions phrased as the evaluation's: epoch 0)."""
+  import numpy as np
+  from genfam.data import captions, pipeline
+  loaded = sources.load(data_config)
+  source = loaded.sources["validation"] if "validation" in loaded.sources else loaded.sources["train"]
+  records = [source[i] for i in range(min(num, len(source)))]
+  batch = {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
+           "label": np.asarray([int(r["label"]) for r in records], np.int32)}
+  if with_captions:
+    batch["caption"] = np.stack([captions.example_caption(loaded.spec, pipeline.EVAL_CAPTION_SEED, i, 0,
+                                                          int(r["label"]), r["attributes"])
+                                 for i, r in enumerate(records)])
+  return batch
 
 
 def make_family(config, spec) -> Family:
