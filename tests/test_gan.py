@@ -159,14 +159,15 @@ def test_caption_variant_with_a_stand_in_encoder():
   config, family = _family("caption_smoke")
   assert family.likelihood_condition == "caption"
   batch = _batch()
-  state = family.init(jax.random.key(0), batch)
+  state = jax.jit(family.init)(jax.random.key(0), batch)
   state, metrics = jax.jit(family.update)(state, batch, jax.random.key(1))
   assert np.isfinite(float(metrics["loss"]))
   params = family.eval_params(state)
   from_tokens = family.sample(params, jax.random.key(2), 3, batch["caption"][:3])
   from_labels = family.sample(params, jax.random.key(2), 3, np.array([0, 1, 2]))
   assert from_tokens.shape == from_labels.shape == (3, 8, 8, 1)
-  out = family.log_likelihood(params, {k: v[:2] for k, v in batch.items()}, jax.random.key(3))
+  # jitted as the evaluation runs it (eagerly, AIS's HMC would compile each of its ops on its own)
+  out = jax.jit(family.log_likelihood)(params, {k: v[:2] for k, v in batch.items()}, jax.random.key(3))
   assert np.all(np.isfinite(out["bpd"]))
   with pytest.raises(GenfamError, match="no 'caption'"):
     family.update(state, {"image": batch["image"], "label": batch["label"]}, jax.random.key(1))
