@@ -72,3 +72,20 @@ def test_incompatible_checkpoint_is_refused(clip_workdir, tmp_path):
   (workdir / "config.json").write_text(json.dumps(config))
   with pytest.raises(GenfamError, match=r"cannot be loaded.*incompatible config.*configs/clip.py"):
     load_frozen(str(workdir), "clip")
+
+
+def test_only_configs_that_name_a_text_encoder_are_handed_one():
+  """The image-GPT's caption model embeds caption tokens itself (its config names no encoder), so
+  the loop builds it without a CLIP workdir; a caption DDPM with an empty workdir is refused."""
+  from genfam.data import sources
+  from genfam.errors import GenfamError
+  from genfam.loop import frozen as loop_frozen
+  from tests.conftest import load_config
+  config = load_config("igpt")
+  config.model.condition = "caption"
+  spec = sources.dataset_spec(config.data.name)
+  assert "encode_text" not in loop_frozen.family_inputs(config, spec)
+  caption_ddpm = load_config("ddpm", "caption_smoke")
+  caption_ddpm.model.text_encoder_workdir = ""
+  with pytest.raises(GenfamError, match="text_encoder_workdir"):
+    loop_frozen.family_inputs(caption_ddpm, spec)

@@ -117,11 +117,13 @@ def text_encoder(workdir: str, dataset: str, key: str = "model.text_encoder_work
 def family_inputs(config, spec) -> dict:
   """What the family of `config` takes from outside its own parameters, restored once (files are
   read here, never by the family): 'encode_text', the frozen CLIP text encoder of
-  model.text_encoder_workdir, for a model conditioned on captions (model.condition='caption');
+  model.text_encoder_workdir, for a model conditioned on captions through it (model.condition='caption'
+  and a model.text_encoder_workdir key);
   'pilot', a function returning `pilot_batch`'s non-test images, for an evaluation with a
   per-evaluation setup (eval.is_timesteps > 0: the diffusion bound's importance sampler)."""
   model, inputs = config.get("model", {}), {}
-  if model.get("condition", "") == "caption":
+  if model.get("condition", "") == "caption" and "text_encoder_workdir" in model:
+    # (the image-GPT's caption model embeds the tokens itself: its config names no encoder)
     inputs["encode_text"] = text_encoder(model.get("text_encoder_workdir", ""), spec.name)
   if config.get("eval", {}).get("is_timesteps", 0) > 0:
     num, captioned = int(config.eval.get("is_pilot_examples", 8)), model.get("condition", "") == "caption"
