@@ -29,6 +29,7 @@ def test_entries_carry_overrides_parsed_as_literals():
   assert config.model.dtype == "bfloat16" and config.model.query_block == 0 and not config.train.progress
 
 
+@pytest.mark.slow
 def test_a_smoke_step_is_timed_with_its_flops():
   row = benchmark_speed.train_step_speed(benchmark_speed.load_entry("igpt:smoke@model.dtype=bfloat16"), steps=1)
   assert row["images_per_s"] > 0 and row["flops_per_step"] > 0 and math.isfinite(row["flops_per_s"])

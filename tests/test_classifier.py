@@ -2,6 +2,7 @@
 metrics, and a short digits run whose accuracies clear their chance levels."""
 import jax
 import numpy as np
+import pytest
 
 from genfam import registry
 from genfam.data import sources
@@ -45,6 +46,7 @@ def test_class_head_only():
   assert list(family.exports["logits"](params, batch["image"])) == ["class"]
 
 
+@pytest.mark.slow
 def test_short_digits_run_clears_chance(tmp_path):
   """Some hundred steps on digits: class accuracy well above 1/10, every attribute above chance."""
   config = load_config("classifier")

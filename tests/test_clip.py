@@ -101,6 +101,7 @@ def test_encoders_are_unit_norm_and_exported():
   assert family.sample is None and family.log_likelihood is None
 
 
+@pytest.mark.slow
 def test_short_digits_run_clears_chance(tmp_path):
   """150 steps on digits: every recall and zero-shot class accuracy above its chance level."""
   config = load_config("clip")

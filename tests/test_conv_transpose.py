@@ -11,6 +11,8 @@ from absl.testing import parameterized
 from genfam.cpu.conv_transpose import ConvTranspose, conv_transpose
 from tests.conftest import assert_values_and_gradients_equal
 
+pytestmark = pytest.mark.slow  # genfam/cpu's kernels against lax, value and gradient, case by case
+
 
 @pytest.fixture(autouse=True)
 def _x64():

@@ -17,6 +17,8 @@ from genfam.cpu import dense_products
 from genfam.nets import transformer
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # genfam/cpu's kernels against lax, value and gradient, case by case
+
 # (lhs shape, rhs shape, dimension numbers): Dense, DenseGeneral onto (3, H, Dh), DenseGeneral over
 # axis=(-2, -1), a plain matrix product; rows M = 48 (8 chunks), 20 (4), 6 (2), 7 (no chunks)
 DENSE = [((2, 24, 5), (5, 3), (((2,), (0,)), ((), ()))),
@@ -104,7 +106,6 @@ def test_the_bfloat16_transformer_matches_flax_default_products(monkeypatch):
   chex.assert_trees_all_close(ours, plain, rtol=2e-2, atol=2e-3)
 
 
-@pytest.mark.slow
 def test_a_batch_sharded_over_eight_devices_gives_the_same_gradients():
   """The chunked kernel gradient of rows sharded over 8 fake CPU devices (data parallelism)."""
   script = textwrap.dedent("""

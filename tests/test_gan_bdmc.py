@@ -21,6 +21,8 @@ from genfam.loop import train
 from genfam.errors import GenfamError
 from tests.conftest import load_config
 
+pytestmark = pytest.mark.slow  # a GAN trained through the loop, then the BDMC experiment
+
 ROW_FIELDS = ("steps", "forward_nats", "reverse_nats", "gap_nats", "forward_bpd", "reverse_bpd", "gap_bpd",
               "forward_acceptance", "reverse_acceptance", "compile_seconds", "seconds")
 SETTINGS = ("workdir", "step", "family", "condition", "examples", "num", "seed", "sigma2", "sigma2_source",

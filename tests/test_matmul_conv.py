@@ -9,6 +9,8 @@ import pytest
 from genfam.errors import GenfamError
 from genfam.cpu.matmul_conv import Conv
 
+pytestmark = pytest.mark.slow  # genfam/cpu's kernels against lax, value and gradient, case by case
+
 CASES = [((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "SAME"), ((4, 4), (2, 2), "SAME"), ((1, 1), (1, 1), "SAME"),
          ((1, 1), (1, 1), "VALID"), ((3, 3), (1, 1), "VALID"), ((3, 3), (2, 2), "VALID")]
 

@@ -15,6 +15,8 @@ from genfam.loop.frozen import example_batch
 from genfam.loop import train
 from tests.conftest import load_config
 
+pytestmark = pytest.mark.slow  # every family trained end to end in both dtypes
+
 FAMILIES = ("realnvp", "glow", "vae", "ddpm", "vdm", "igpt", "gan")
 TOLERANCE = 0.02
 

@@ -14,6 +14,8 @@ from genfam.cpu import phase_conv
 from genfam.cpu.matmul_conv import Conv
 from tests.conftest import assert_values_and_gradients_equal
 
+pytestmark = pytest.mark.slow  # genfam/cpu's kernels against lax, value and gradient, case by case
+
 DIMS = ("NHWC", "HWIO", "NHWC")
 
 

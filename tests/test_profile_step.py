@@ -29,6 +29,7 @@ def test_every_executed_operation_gets_a_category(conv_net_hlo):
   assert profile_step.category("not-an-hlo-op", instructions, contents) is None
 
 
+@pytest.mark.slow
 def test_a_traced_smoke_step_accounts_for_its_time():
   r = profile_step.profile(benchmark_speed.load_entry("vae:smoke"), steps=2)
   assert r["op_ms_per_step"] > 0 and r["wall_ms_per_step"] > 0
