@@ -45,9 +45,11 @@ print(faults[0])
 
 
 def _plain_environment(**extra) -> dict:
-  """This environment without GLIBC_TUNABLES and LD_PRELOAD, plus `extra`: a child uses glibc's
-  malloc, maps fresh memory in 4 KiB pages and starts as genfam.main would be started by hand."""
-  return {**{k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}, **extra}
+  """This environment without GLIBC_TUNABLES, LD_PRELOAD and MALLOC_CONF (which another test of the
+  same worker may have left in os.environ), plus `extra`: a child uses glibc's malloc, maps fresh
+  memory in 4 KiB pages and starts as genfam.main would be started by hand."""
+  return {**{k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")},
+          **extra}
 
 
 def _faults_per_round(setup: str, **extra_environment) -> float:
