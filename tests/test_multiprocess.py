@@ -124,12 +124,19 @@ def test_gan_ais_and_sample_quality_of_two_processes_match_one(tmp_path):
   (per-row HMC noise; 10 examples in batches of 8, so process 1's last rows are padding)
   and FID / KID / class agreement on a classifier's features agree."""
   smoke = ["--config.train.progress=False"]
-  _finish(_start(tmp_path / "classifier", 1, 1, args=["--config=configs/classifier.py:smoke", *smoke]))
+  # The judge and the checkpoint are trained here, on this process's one device, as a 1 x 1
+  # command would (the GAN without the unchecked test evaluation): two processes fewer.
+  classifier = load_config("classifier")
+  classifier.train.progress = False
+  train.train_and_evaluate(classifier, str(tmp_path / "classifier"))
   gan = ["--config=configs/gan.py:smoke", *smoke, "--config.eval.num_examples=10", "--config.eval.batch_size=8",
          "--config.eval.sample_quality=True", f"--config.eval.classifier_workdir={tmp_path / 'classifier'}",
          "--config.eval.num_samples=24"]
-  _finish(_start(tmp_path / "gan", 1, 1, "--config.train.num_steps=2", "--config.eval.num_examples=2",
-                 "--config.eval.sample_quality=False", args=gan))
+  config = load_config("gan")
+  config.train.progress, config.train.num_steps, config.train.final_eval = False, 2, False
+  config.eval.num_examples, config.eval.batch_size, config.eval.num_samples = 2, 8, 24
+  config.eval.sample_quality, config.eval.classifier_workdir = False, str(tmp_path / "classifier")
+  train.train_and_evaluate(config, str(tmp_path / "gan"))
   reports = {}
   for name, processes, devices in (("one", 1, 8), ("two", 2, 4)):
     shutil.copytree(tmp_path / "gan", tmp_path / name)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -121,7 +122,14 @@ def test_a_killed_workers_trial_is_retried_and_resumes(tmp_path):
   child = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
   worker.send_signal(signal.SIGKILL)
   worker.wait()
-  time.sleep(4)  # past the grace period: the trial is stale
+  # Until Optuna itself finds the trial stale (no heartbeat for the grace period), not a set time.
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # heartbeats
+    heartbeats = optuna.storages.RDBStorage(storage, heartbeat_interval=1, grace_period=3)
+  study_id, deadline = heartbeats.get_study_id_from_name("s"), time.time() + 120
+  while not heartbeats._get_stale_trial_ids(study_id):
+    assert time.time() < deadline, "the killed worker's trial never went stale"
+    time.sleep(0.1)
   for pid in child:  # the run died with its worker (no orphan training on)
     assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
   second = _worker(storage, "s", *beat)
