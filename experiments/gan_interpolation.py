@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from genfam.evaluation import images
-from genfam.families import clip, gan
+from genfam.families import gan
+from genfam.families.auxiliary import clip
 from genfam.loop import train
 from genfam.settings import config_files
 

@@ -10,7 +10,7 @@ import pytest
 from genfam import registry
 from genfam.data import captions, sources
 from genfam.errors import GenfamError
-from genfam.families import clip
+from genfam.families.auxiliary import clip
 from genfam.loop import train
 from genfam.nets.text_encoder import TextEncoder
 from tests.conftest import load_config

@@ -136,7 +136,7 @@ def make_conditioning(model_config, spec, encode_text: Optional[Callable] = None
       raise GenfamError("model.condition='caption' needs the frozen text encoder of model.text_encoder_workdir: "
                         "build the family as the loop does (genfam.loop.frozen.make_family), which restores it")
     dim = int(jax.eval_shape(encode_text, jax.ShapeDtypeStruct((1, spec.caption_length), jnp.int32)).shape[-1])
-    from genfam.families import clip
+    from genfam.families.auxiliary import clip
     class_prompts = jnp.asarray(clip.prompt_tokens(spec, [clip.prompt(spec, k) for k in range(spec.num_classes)]))
 
     def of_batch(batch):

@@ -190,7 +190,7 @@ def build(config, spec, encode_text: Optional[Callable] = None) -> GAN:
       raise GenfamError("config.model.condition='caption' needs the frozen text encoder of "
                         "model.text_encoder_workdir: build the family as the loop does "
                         "(genfam.loop.frozen.make_family), which restores it")
-    from genfam.families import clip
+    from genfam.families.auxiliary import clip
     # A label becomes the caption 'a photo of a <class>' (for label-ordered sample grids).
     class_prompts = jnp.asarray(clip.prompt_tokens(spec, [clip.prompt(spec, k) for k in range(num_classes)]))
 

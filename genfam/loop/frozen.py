@@ -120,8 +120,14 @@ def family_inputs(config, spec) -> dict:
   model.text_encoder_workdir, for a model conditioned on captions through it (model.condition='caption'
   and a model.text_encoder_workdir key);
   'pilot', a function returning `pilot_batch`'s non-test images, for an evaluation with a
-  per-evaluation setup (eval.is_timesteps > 0: the diffusion bound's importance sampler)."""
+  per-evaluation setup (eval.is_timesteps > 0: the diffusion bound's importance sampler);
+  'autoencoder', the `Frozen` stage-1 model of a two-stage family (model.autoencoder_workdir,
+  trained by configs/<model.autoencoder_config>.py on the same dataset): its parameters and
+  exported functions (encode / decode / its bound's terms), which the prior calls and never trains."""
   model, inputs = config.get("model", {}), {}
+  if "autoencoder_workdir" in model:
+    inputs["autoencoder"] = load_frozen(model.get("autoencoder_workdir", ""), model.get("autoencoder_config", ""),
+                                        dataset=spec.name, key="model.autoencoder_workdir")
   if model.get("condition", "") == "caption" and "text_encoder_workdir" in model:
     # (the image-GPT's caption model embeds the tokens itself: its config names no encoder)
     inputs["encode_text"] = text_encoder(model.get("text_encoder_workdir", ""), spec.name)
