@@ -128,7 +128,7 @@ def snapshot(workdir: str, dest: str) -> dict:
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(os.path.join(tmp, "checkpoints"))
   shutil.copytree(os.path.join(workdir, "checkpoints", str(step)), os.path.join(tmp, "checkpoints", str(step)))
-  for name in ("config.json", "config_history.jsonl", "commands.txt"):
+  for name in ("config.json", "config_history.jsonl", "commands.txt", "ladder_machines.json"):
     if os.path.exists(os.path.join(workdir, name)):
       shutil.copy2(os.path.join(workdir, name), os.path.join(tmp, name))
   with open(os.path.join(tmp, "train_results.json"), "w") as f:
@@ -136,6 +136,23 @@ def snapshot(workdir: str, dest: str) -> dict:
   shutil.rmtree(dest, ignore_errors=True)
   os.replace(tmp, dest)   # a rung's copy appears whole or not at all
   return results
+
+
+def record_machine(workdir: str, minutes: float, args) -> list:
+  """Appends {'to_minutes', 'device'} to the run's ladder_machines.json: which processor trained the run
+  up to each rung (CPU budgets are CPU seconds of that processor; a run continued on another machine
+  says so); -> the list."""
+  path = os.path.join(workdir, "ladder_machines.json")
+  machines = _read(path) if os.path.exists(path) else []
+  device, before = _device(args), [m["device"] for m in machines if m["to_minutes"] == minutes]
+  if before and device not in before[0]:   # the rung was begun on another machine
+    device = f"{before[0]}, then {device}"
+  elif before:
+    device = before[0]
+  machines = [m for m in machines if m["to_minutes"] != minutes] + [{"to_minutes": minutes, "device": device}]
+  with open(path, "w") as f:
+    json.dump(machines, f, indent=1)
+  return machines
 
 
 def train_rung(entry, root: str, minutes: float, args, judges: str) -> str:
@@ -150,6 +167,7 @@ def train_rung(entry, root: str, minutes: float, args, judges: str) -> str:
         + " ".join(cmd[3:]).replace(REPO + os.sep, ""), flush=True)
   start = time.time()
   _genfam(entry, workdir, overrides, args, os.path.join(workdir, "ladder.log"))
+  record_machine(workdir, minutes, args)
   results = snapshot(workdir, dest)
   print(f"{entry.name} @ {rung_label(minutes)}: step {results['step']}, {results['train_seconds'] / 60:.1f} "
         f"{results.get('train_clock', 'wall')}-minutes of training ({time.time() - start:.0f} s wall)", flush=True)
@@ -177,6 +195,8 @@ def judge_rung(entry, root: str, minutes: float, args, judges: str, out: str) ->
   result = {"step": trained["step"], "train_seconds": trained["train_seconds"],
             "train_clock": trained.get("train_clock", "wall"), "train_images_per_s": trained.get("train_images_per_s"),
             "peak_rss_mib": trained.get("peak_rss_mib"), "test": evaluation["test"],
+            "trained_on": (_read(os.path.join(dest, "ladder_machines.json"))
+                           if os.path.exists(os.path.join(dest, "ladder_machines.json")) else None),
             "sample_quality": evaluation["sample_quality"]}
   rung_root = os.path.join(root, "rungs", label)
   row = compare.row(entry, rung_root, result, args.smoke)
@@ -226,6 +246,12 @@ def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
           f"conditional samples take the labels / captions of the first {conditions} "
           "test images in turn; agreement columns only for conditional samples (label: class; caption: class, "
           "attributes, CLIP), the same real test images in brackets.")
+  machines = {}
+  for r in records:
+    for m in (r["result"].get("trained_on") or [{"device": "not recorded (trained before the ladder recorded it)"}]):
+      machines.setdefault(m["device"], []).append(r["row"]["name"])
+  note += " Trained on: " + "; ".join(f"{device} ({', '.join(dict.fromkeys(names))})"
+                                      for device, names in machines.items()) + "."
   text = compare.markdown(rows, None, note=note)
   header = (f"# The budget ladder at {minutes:g} minutes of training\n\nMade by `python -m experiments.ladder "
             f"--root=ROOT` (the judge command of each row is in its JSON file beside this table).\n\n")

@@ -69,6 +69,18 @@ def test_the_judging_puts_every_row_on_the_same_images_and_samples():
 SUBSET = ("gan_caption",)   # a caption row: the frozen text encoder, AIS, every agreement column
 
 
+def test_each_rung_records_the_processor_that_trained_it(tmp_path, monkeypatch):
+  args = argparse.Namespace(in_process=False, core="0")
+  monkeypatch.setattr(ladder, "_device", lambda a: "CPU A, core 0")
+  assert ladder.record_machine(str(tmp_path), 4.0, args) == [{"to_minutes": 4.0, "device": "CPU A, core 0"}]
+  assert ladder.record_machine(str(tmp_path), 4.0, args) == [{"to_minutes": 4.0, "device": "CPU A, core 0"}]
+  monkeypatch.setattr(ladder, "_device", lambda a: "CPU B, core 1")   # the rung is finished elsewhere
+  assert ladder.record_machine(str(tmp_path), 4.0, args)[-1]["device"] == "CPU A, core 0, then CPU B, core 1"
+  machines = ladder.record_machine(str(tmp_path), 16.0, args)
+  assert [m["to_minutes"] for m in machines] == [4.0, 16.0] and machines[-1]["device"] == "CPU B, core 1"
+  assert json.load(open(tmp_path / "ladder_machines.json")) == machines
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   root = tmp_path_factory.mktemp("ladder")
@@ -96,7 +108,9 @@ def test_every_rung_of_every_row_is_kept_and_judged(smoke):
   for figure in ("bpd_vs_minutes.png", "fid_vs_minutes.png", "agreement_vs_minutes.png"):
     assert os.path.exists(os.path.join(out, figure)), figure
   table = open(os.path.join(out, "0.01min", "ladder.md")).read()
-  assert "gan_caption" in table and "train.clock=cpu" in table
+  assert "gan_caption" in table and "train.clock=cpu" in table and "Trained on: " in table
+  record = json.loads(open(os.path.join(out, "0.01min", f"{SUBSET[0]}.json")).read())
+  assert [m["to_minutes"] for m in record["result"]["trained_on"]] == [0.005, 0.01]
 
 
 @pytest.mark.slow
