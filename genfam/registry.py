@@ -29,6 +29,8 @@ register("classifier", "genfam.families.auxiliary.classifier")
 register("clip", "genfam.families.auxiliary.clip")
 register("igpt", "genfam.families.igpt")
 register("gan", "genfam.families.gan")
+register("aligndraw", "genfam.families.aligndraw")
+register("vqvae", "genfam.families.two_stage.discrete_autoencoder")
 
 
 def names() -> tuple[str, ...]:
