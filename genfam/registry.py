@@ -31,6 +31,7 @@ register("igpt", "genfam.families.igpt")
 register("gan", "genfam.families.gan")
 register("aligndraw", "genfam.families.aligndraw")
 register("vqvae", "genfam.families.two_stage.discrete_autoencoder")
+register("code_prior", "genfam.families.two_stage.code_prior")
 
 
 def names() -> tuple[str, ...]:
