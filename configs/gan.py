@@ -60,7 +60,8 @@ def get_config(arg=None):
 
   c.sample.num = 100
   c.sample.conditional = True    # labels 0..C-1 by column
-  c.sample.temperature = 1.0
+  c.sample.temperature = 1.0     # z = T u: the noise scale
+  c.sample.truncation = 0.0      # tau > 0: u ~ N(0, 1) truncated to |u_i| <= tau (the truncation trick); 0 = off
 
   if arg in ("caption", "caption_smoke"):
     m.condition = "caption"

@@ -44,6 +44,7 @@ def get_config(arg=None):
 
   c.sample.decode = "mode"      # 'mode': each pixel's most probable bin; 'sample': draw p(x|z)
   c.sample.temperature = 1.0    # prior std multiplier when sampling z
+  c.sample.truncation = 0.0     # tau > 0: the prior noise eps truncated to |eps_i| <= tau; 0 = off
 
   if arg == "smoke":
     c.data.name = "digits"

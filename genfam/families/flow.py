@@ -12,7 +12,7 @@ and, through genfam.likelihood.bits, bpd = (-log p(y) + D log K) / (D log 2).
   preprocess_bpd      -log|det| of the fixed preprocessing (logit / scaling)
   discretization_bpd  log2(K): the D log K term of the bins (8 for 8-bit data)
 Training minimises the batch mean of 'bpd'. Samples are f^-1(eps) with
-eps ~ N(0, T^2 I), T = config.sample.temperature.
+eps ~ N(0, T^2 I), T = config.sample.temperature (the quality-diversity knob, `base_noise`).
 
 Config (read here, at the edge): config.model.kind ('realnvp' | 'glow'),
 num_levels, num_steps, width, num_blocks, norm, couplings, lu, lu_identity_init, scale_fn,
@@ -55,6 +55,20 @@ def build_model(model_config, image_shape, num_classes: int = 0) -> MultiScaleFl
   raise GenfamError(f"unknown flow kind config.model.kind={kind!r}; use one of {KINDS}")
 
 
+def base_noise(rng, num: int, num_dims: int, temperature) -> jax.Array:  # -> [num, D]
+  """eps ~ N(0, T^2 I_D), the base draw a sample inverts: T = 1 samples the model as trained;
+  T < 1 (a colder draw, Kingma & Dhariwal 2018) trades diversity for smoother samples. ||eps|| is
+  T times the T = 1 draw's from the same rng."""
+  return temperature * jax.random.normal(rng, (num, num_dims))
+
+
+def check_temperature(temperature: float) -> float:
+  """sample.temperature if it is >= 0 (0 inverts the mode eps = 0), else a one-line GenfamError."""
+  if not temperature >= 0:
+    raise GenfamError(f"sample.temperature={temperature} must be >= 0; 1 samples the model as trained")
+  return temperature
+
+
 def quantize(y: jax.Array, num_bins: int) -> jax.Array:
   """[0, 1) floats -> uint8 bins floor(y K), clipped to {0 .. K-1} (NaN -> 0)."""
   y = jnp.nan_to_num(y, nan=0.0, posinf=1.0, neginf=0.0)
@@ -78,7 +92,7 @@ def make(config, spec) -> Family:
   num_bins, num_dims = spec.num_bins, spec.num_dims
   tx = optim.optimizer_from_config(config.optim)
   ema_decay = config.optim.ema_decay
-  default_temperature = config.sample.get("temperature", 1.0)
+  default_temperature = check_temperature(config.sample.get("temperature", 1.0))
 
   def labels(batch):
     return jnp.asarray(batch["label"]) if num_classes else None
@@ -126,7 +140,7 @@ def make(config, spec) -> Family:
   @functools.partial(jax.jit, static_argnums=2)
   def sample_jit(variables, rng, num, condition, temperature):
     eps_rng, label_rng = jax.random.split(rng)
-    eps = temperature * jax.random.normal(eps_rng, (num, num_dims))
+    eps = base_noise(eps_rng, num, num_dims, temperature)
     label = None
     if num_classes:
       label = (jnp.asarray(condition, jnp.int32) if condition is not None
@@ -140,7 +154,7 @@ def make(config, spec) -> Family:
     A class-conditional model uses `condition` (int labels [num]) or, without
     it, uniformly drawn labels; an unconditional one ignores `condition`.
     """
-    t = default_temperature if temperature is None else temperature
+    t = default_temperature if temperature is None else check_temperature(temperature)
     return sample_jit(variables, rng, num, condition if num_classes else None, jnp.asarray(t, jnp.float32))
 
   return Family(name="flow", init=init,

@@ -322,19 +322,43 @@ def ais_log_marginal(gan: GAN, g_params, y, c, rng, sigma2: float, num_steps: in
                          adapt_chains=adapt_chains, num_leapfrog=num_leapfrog, step_size=step_size)
 
 
-def sample_fn(gan: GAN, num_bins: int, temperature: float):
+def check_knobs(temperature: float, truncation: float) -> None:
+  """Refuses a negative sample.temperature or sample.truncation in one line."""
+  if not temperature >= 0:
+    raise GenfamError(f"sample.temperature={temperature} must be >= 0; 1 samples the model as trained")
+  if not truncation >= 0:
+    raise GenfamError(f"sample.truncation={truncation} must be >= 0; 0 turns truncation off")
+
+
+def latent_noise(rng, num: int, latent_dim: int, temperature: float = 1.0, truncation: float = 0.0):
+  """The sampler's noise z [num, latent_dim] = temperature * u, u_i ~ N(0, 1) i.i.d., or with
+  truncation tau > 0 the truncation trick (Brock et al. 2019): u_i ~ N(0, 1) conditioned on
+  |u_i| <= tau (the law of redrawing every |u_i| > tau until it falls inside), so |z_i| <= T tau.
+  tau = 0 (off) draws exactly the untruncated normal; smaller tau, less diverse samples."""
+  check_knobs(temperature, truncation)
+  if truncation > 0:
+    u = jax.random.truncated_normal(rng, -truncation, truncation, (num, latent_dim))
+  else:
+    u = jax.random.normal(rng, (num, latent_dim))
+  return temperature * u
+
+
+def sample_fn(gan: GAN, num_bins: int, temperature: float, truncation: float = 0.0):
   """sample(params, rng, num, condition=None) -> uint8 [num, H, W, C]: the picture of G_ema's
-  mean floor(K G(z, c)) (no observation noise), z ~ N(0, temperature^2 I).
+  mean floor(K G(z, c)) (no observation noise), z = `latent_noise` (temperature T, truncation tau:
+  the quality-diversity knobs sample.temperature and sample.truncation; T = 1, tau = 0 sample the
+  model as trained).
 
   condition: None (labels 0, 1, .., C-1, 0, ..), int labels [num], or caption
   tokens int32 [num, L] (caption model only). A caption model turns a label k
   into the caption 'a photo of a <class k>'.
   """
   draw = jax.jit(lambda params, z, c: to_pixels(gan.generator.apply({"params": params}, z, c), num_bins))
+  check_knobs(temperature, truncation)   # a bad knob is refused when the family is built
 
   def sample(params, rng, num: int, condition=None):
     c = condition_for_sampling(gan, num, condition)
-    z = temperature * jax.random.normal(rng, (num, gan.latent_dim))
+    z = latent_noise(rng, num, gan.latent_dim, temperature, truncation)
     return draw(params, z, c)
 
   return sample
@@ -386,7 +410,7 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
                                      e.ais_adapt_chains, e.ais_leapfrog, e.ais_step_size)
   return Family(name="gan", init=init, update=update, eval_params=lambda state: state.g_ema,
                 log_likelihood=log_likelihood, likelihood_kind="ais",
-                sample=sample_fn(gan, spec.num_bins, config.sample.temperature),
+                sample=sample_fn(gan, spec.num_bins, config.sample.temperature, config.sample.get("truncation", 0.0)),
                 likelihood_condition=gan.condition,
                 likelihood_note=(f"AIS with the Gaussian observation model N(G(z, c), {e.ais_sigma2:g} I): a "
                                  "stochastic upper bound (in expectation) on the dequantized density's NLL, itself "

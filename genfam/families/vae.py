@@ -263,10 +263,21 @@ def _sample_labels(num_classes: int, num: int, condition):
   return jnp.asarray(condition, jnp.int32)
 
 
-def sample_fn(model, pixels, decode: str, temperature: float):
+def prior_noise(rng, shape, truncation: float = 0.0, dtype=jnp.float32):  # -> [*shape]
+  """The standard normal eps of the prior draw z = mu + T sigma eps: eps_i ~ N(0, 1) i.i.d., or with
+  truncation tau > 0, N(0, 1) conditioned on |eps_i| <= tau (the truncation trick: the law of redrawing
+  every |eps_i| > tau). tau = 0 (off) is exactly the untruncated draw."""
+  if truncation > 0:
+    return jax.random.truncated_normal(rng, -truncation, truncation, shape, dtype)
+  return jax.random.normal(rng, shape, dtype)
+
+
+def sample_fn(model, pixels, decode: str, temperature: float, truncation: float = 0.0):
   """sample(params, rng, num, condition=None) -> uint8 [num, H, W, C] in {0..K-1}.
 
-  z ~ p(z[|y]) with the prior's scale times `temperature`, then each pixel is
+  z = mu + temperature * sigma * eps, (mu, sigma) the prior p(z[|y]) and eps = `prior_noise`
+  (truncated at `truncation` if > 0): the quality-diversity knobs sample.temperature and
+  sample.truncation (T = 1, tau = 0: the model's own prior). Then each pixel is
   the decoder's mode (decode='mode': the most probable bin, the usual clean
   picture) or a draw from p(x|z) (decode='sample': a true sample of the model,
   noisier). A conditional model takes int32 labels [num] as `condition`
@@ -274,13 +285,17 @@ def sample_fn(model, pixels, decode: str, temperature: float):
   """
   if decode not in ("mode", "sample"):
     raise GenfamError(f"unknown config.sample.decode {decode!r}; use 'mode' or 'sample'")
+  if not temperature >= 0:
+    raise GenfamError(f"sample.temperature={temperature} must be >= 0; 1 samples the prior as trained")
+  if not truncation >= 0:
+    raise GenfamError(f"sample.truncation={truncation} must be >= 0; 0 turns truncation off")
 
   def sample(params, rng, num: int, condition: Optional[jax.Array] = None):
     label = _sample_labels(model.num_classes, num, condition)
     k_z, k_x = jax.random.split(rng)
     variables = {"params": params}
     prior_mean, prior_log_scale = model.apply(variables, label, num, method=VAE.prior)
-    eps = jax.random.normal(k_z, prior_mean.shape, prior_mean.dtype)
+    eps = prior_noise(k_z, prior_mean.shape, truncation, prior_mean.dtype)
     z = prior_mean + temperature * jnp.exp(prior_log_scale) * eps              # [num, L]
     out = model.apply(variables, z, label, method=VAE.decode)                   # [num, H, W, C, P]
     x = pixels.mode(out) if decode == "mode" else pixels.sample(k_x, out)
@@ -355,7 +370,8 @@ def make(config, spec) -> Family:
       eval_params=eval_params,
       log_likelihood=log_likelihood_fn(model, pixels, num_dims),
       likelihood_kind="elbo",
-      sample=sample_fn(model, pixels, config.sample.decode, config.sample.temperature),
+      sample=sample_fn(model, pixels, config.sample.decode, config.sample.temperature,
+                       config.sample.get("truncation", 0.0)),
       extra_likelihoods=extra,
       likelihood_condition="label" if model.num_classes > 0 else "",
   )
