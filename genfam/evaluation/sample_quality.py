@@ -34,6 +34,15 @@ the ceiling; the attribute ceiling is 1 exactly, since a caption names the
 measured attributes of its image. '<attr>_named' is the share of captions that
 name attribute a.
 
+Diversity, the spread of the samples that share a condition (every sample, for an unconditional
+model), on the classifier's raw features f (as FID's):
+  diversity = sum_g sum_{i<j in g} ||f(x_i) - f(x_j)||_2 / sum_g n_g (n_g - 1) / 2,
+the mean Euclidean feature distance over all pairs of samples drawn from the same condition
+(groups g: one label, or one caption's exact tokens; a group of one sample has no pair). It falls
+to 0 when every condition's samples are identical; the same number for the C real test images
+grouped by their own conditions ('diversity_real'; for an unconditional model the floor's train
+images as one group) is the real spread, and 'diversity_pairs' counts the pairs.
+
 Speed: sample_images_per_s over the draws after the first (which compiles);
 with a single draw, over that one ('sample_speed_includes_compile' = 1).
 """
@@ -165,6 +174,38 @@ def text_agreement(images, labels, tokens, judges: Judges, spec, thresholds: dic
   return out
 
 
+def condition_groups(condition, num: int) -> np.ndarray:
+  """Conditions of `num` samples -> int [num] group ids, equal exactly where the conditions are:
+  None (unconditional: one group), labels [num], or caption tokens [num, L] (equal rows)."""
+  if condition is None:
+    return np.zeros(num, np.int64)
+  condition = np.asarray(condition)
+  return np.unique(condition.reshape(len(condition), -1), axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def pairwise_diversity(features, groups, block: int = 1024) -> tuple[float, int]:
+  """features [N, F], groups int [N] -> (mean ||f_i - f_j||_2 over the pairs i < j with
+  groups[i] = groups[j], number of such pairs); nan without a pair. Computed from the Gram matrix
+  of each group's centred features (float64), in blocks of `block` rows, so memory is block x n_g."""
+  features, groups = np.asarray(features, np.float64), np.asarray(groups)
+  total, pairs = 0.0, 0
+  for g in np.unique(groups):
+    f = features[groups == g]
+    n = len(f)
+    if n < 2:
+      continue
+    f = f - f.mean(axis=0)                       # identical rows become exactly 0: distance exactly 0
+    squared = np.sum(f * f, axis=1)
+    for s in range(0, n, block):
+      gram = f[s:s + block] @ f.T                 # [b, n]
+      d2 = squared[s:s + block, None] + squared[None, :] - 2.0 * gram
+      rows = np.arange(s, min(s + block, n))
+      upper = np.arange(n)[None, :] > rows[:, None]   # each pair once (i < j)
+      total += float(np.sum(np.sqrt(np.clip(d2, 0.0, None)) * upper))
+    pairs += n * (n - 1) // 2
+  return (total / pairs if pairs else math.nan), pairs
+
+
 def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, condition: str, num_samples: int,
              sample_batch_size: int, batch_size: int, kid_subsets: int = 100, kid_subset_size: int = 1000,
              keep: int = 0, reference_images: int = 0, condition_images: int = 0,
@@ -178,7 +219,8 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
   C = M).
   -> {'kind': 'sample_quality', 'condition', 'num_samples', 'num_reference', 'num_conditions', 'num_kid_stats',
       'num_floor',
-      'fid', 'kid', 'kid_std', 'fid_floor', 'kid_floor', 'kid_floor_std', speed (`draw_samples`),
+      'fid', 'kid', 'kid_std', 'fid_floor', 'kid_floor', 'kid_floor_std', 'diversity', 'diversity_pairs',
+      'diversity_real', speed (`draw_samples`),
       text agreement and its '<name>_real' ceiling (conditional models), 'seconds'}; with `keep`,
       also 'first_samples': {'image' uint8 [k, H, W, C], 'label' [k][, 'caption' [k, L]]}, the
       first k = min(keep, N) samples and the test conditions they were drawn from (label and
@@ -217,6 +259,14 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
             "fid": fid.fid(f_samples, f_ref), "fid_floor": fid.fid(f_floor, f_ref)}
   report["kid"], report["kid_std"] = fid.kid(z(f_samples), z(f_ref), **kid_args)
   report["kid_floor"], report["kid_floor_std"] = fid.kid(z(f_floor), z(f_ref), **kid_args)
+  report["diversity"], report["diversity_pairs"] = pairwise_diversity(
+      f_samples, condition_groups(cond, num_samples))
+  if condition:
+    real_conditions = conds["label"] if condition == "label" else conds["caption"]
+    real_groups = condition_groups(real_conditions, c_count)
+    report["diversity_real"] = pairwise_diversity(features(conds["image"]), real_groups)[0]
+  else:
+    report["diversity_real"] = pairwise_diversity(f_floor, condition_groups(None, len(f_floor)))[0]
   report.update(speed)
   if condition:
     tokens = cond if condition == "caption" else None
@@ -244,6 +294,9 @@ def describe(report: dict) -> str:
            f"{report['num_reference']} test images, {report['num_floor']} train images for the floor",
            f"sampling: {report['sample_images_per_s']:.2f} images/s (draws of {report['sample_batch_size']}"
            f"{', compile included' if report['sample_speed_includes_compile'] else ''})"]
+  if "diversity" in report:
+    lines.append(f"diversity (mean feature distance of samples sharing a condition): {report['diversity']:.3f} "
+                 f"over {report['diversity_pairs']} pairs (real images: {report['diversity_real']:.3f})")
   agreement = [k for k in report if k.endswith("_agreement") or k == "clip_cosine"]
   if agreement:
     lines.append("text agreement (samples / real test images): " + ", ".join(
