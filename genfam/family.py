@@ -30,8 +30,8 @@ Metrics = Mapping[str, jax.Array]
 
 # The kinds of log-likelihood a family may report (docs/DESIGN.md, "Likelihood conventions").
 LIKELIHOOD_KINDS = ("exact", "elbo", "vlb", "ais")  # plus "iwae-<k>", "vlb-sampled-<k>t", "vlb-is-<k>t",
-                                                    # "vlb-continuous-<k>t"
-_SAMPLED_T_KINDS = ("vlb-sampled-", "vlb-is-", "vlb-continuous-")
+                                                    # "vlb-continuous-<k>t", "lsgm-<k>t"
+_SAMPLED_T_KINDS = ("vlb-sampled-", "vlb-is-", "vlb-continuous-", "lsgm-")
 
 
 def check_likelihood_kind(kind: str) -> str:
@@ -40,12 +40,14 @@ def check_likelihood_kind(kind: str) -> str:
   estimate of the vlb from k sampled timesteps per example), 'vlb-is-<k>t' (an
   unbiased importance-sampled estimate of the vlb from k timesteps per example) or
   'vlb-continuous-<k>t' (an unbiased estimate, from k sampled t per example, of
-  the continuous-time bound of a variational diffusion model)."""
+  the continuous-time bound of a variational diffusion model) or 'lsgm-<k>t' (a latent
+  diffusion model's bound: decoder + negative encoder entropy + the diffusion prior's
+  continuous-time bound on the latent density, estimated with one latent draw and k t)."""
   if kind in LIKELIHOOD_KINDS or (kind.startswith("iwae-") and kind[5:].isdigit()) or any(
       kind.startswith(p) and kind.endswith("t") and kind[len(p):-1].isdigit() for p in _SAMPLED_T_KINDS):
     return kind
   raise ValueError(f"unknown likelihood kind {kind!r}; use one of {LIKELIHOOD_KINDS}, 'iwae-<k>', "
-                   f"'vlb-sampled-<k>t', 'vlb-is-<k>t' or 'vlb-continuous-<k>t'")
+                   f"'vlb-sampled-<k>t', 'vlb-is-<k>t', 'vlb-continuous-<k>t' or 'lsgm-<k>t'")
 
 
 class Family(NamedTuple):

@@ -23,15 +23,30 @@ The continuous bound is estimated without bias by sampling t: `vlb` draws k stra
 t per example (t_j = (u + j / k) mod 1, u ~ U(0, 1), each t_j uniform), a stochastic
 unbiased estimate of the bound, hence the likelihood kind 'vlb-continuous-<k>t'.
 
+Continuous data z in R^{D_z} (a latent diffusion prior's latents, `continuous_vlb`): the same
+bound on the DENSITY -log p(z), with z in place of x_0 and a Gaussian reconstruction term,
+  L_recon = E_{z_0 ~ q(z_0 | z)} -log N(z; z_0 / alpha_0, exp(gamma_0) I) = D_z/2 (1 + log 2 pi + gamma_0)
+(z_0 / alpha_0 - z = exp(gamma_0 / 2) eps, so its expectation over eps is exact and needs no
+draw); L_prior and L_diffusion are as above. For Gaussian z ~ N(mu, v) and the exact denoiser
+the three terms have closed forms whose sum tends to -log N(z; mu, v) as gamma_0 -> -inf,
+gamma_1 -> +inf (tests/test_latent_diffusion.py).
+
+DDIM in continuous time (`ddim_schedule`): the schedule's alpha-bar at S equally spaced t,
+alpha-bar_i = sigmoid(-gamma((i + 1) / S)), as a `schedules.Schedule`, so `samplers.ddim_sample`
+runs it unchanged; the sampler's index i is the time (i + 1) / S.
+
 gamma_fn: t [B] float -> gamma [B], elementwise (so its derivative is one jvp).
 eps_fn:   (z_t [B, ...], t [B] float in [0, 1]) -> eps_hat [B, ...].
 """
 from typing import Callable
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 from genfam.diffusion.bound import decoder_nll
+from genfam.diffusion.schedules import Schedule
 from genfam.likelihood.discretized import bin_centres
 
 GammaFn = Callable[[jax.Array], jax.Array]
@@ -117,13 +132,21 @@ def vlb(eps_fn: EpsFn, gamma_fn: GammaFn, x_int, rng, num_bins: int, *, num_t: i
   the reconstruction uses one eps draw.
   """
   x0 = bin_centres(x_int, num_bins, dtype)
-  batch = x0.shape[0]
   rng_t, rng_eps, rng_rec = jax.random.split(rng, 3)
-  ts = stratified_times(rng_t, batch, num_t, dtype) if times is None else times
+  ends = gamma_fn(jnp.array([0.0, 1.0], dtype))
+  recon_eps = jax.random.normal(rng_rec, x0.shape, dtype)
+  return {"prior": prior_kl(x0, ends[1]), "recon": reconstruction_nll(x_int, x0, ends[0], recon_eps, num_bins),
+          "diffusion": diffusion_term(eps_fn, gamma_fn, x0, rng_t, rng_eps, num_t, times)}
+
+
+def diffusion_term(eps_fn: EpsFn, gamma_fn: GammaFn, x0, rng_t, rng_eps, num_t: int = 1, times=None):
+  """L_diffusion of x0 [B, ...] (float, any data), averaged over num_t stratified t per example
+  (drawn from rng_t; or the given times [num_t, B]), each with its own eps (fold_in(rng_eps, j)) -> [B] nats."""
+  ts = stratified_times(rng_t, x0.shape[0], num_t, x0.dtype) if times is None else times
 
   def one(k_t):
     k, t = k_t
-    eps = jax.random.normal(jax.random.fold_in(rng_eps, k), x0.shape, dtype)
+    eps = jax.random.normal(jax.random.fold_in(rng_eps, k), x0.shape, x0.dtype)
     gamma, slope = gamma_and_slope(gamma_fn, t)
     return diffusion_loss(eps, eps_fn(q_sample(x0, gamma, eps), t), slope)
 
@@ -131,10 +154,49 @@ def vlb(eps_fn: EpsFn, gamma_fn: GammaFn, x_int, rng, num_bins: int, *, num_t: i
     diff = one((jnp.zeros((), jnp.int32), ts[0]))[None]
   else:
     diff = jax.lax.map(one, (jnp.arange(ts.shape[0]), ts))           # [num_t, B]
-  ends = gamma_fn(jnp.array([0.0, 1.0], dtype))
-  recon_eps = jax.random.normal(rng_rec, x0.shape, dtype)
-  return {"prior": prior_kl(x0, ends[1]), "recon": reconstruction_nll(x_int, x0, ends[0], recon_eps, num_bins),
-          "diffusion": jnp.mean(diff, axis=0)}
+  return jnp.mean(diff, axis=0)
+
+
+def gaussian_reconstruction_nll(z, gamma_0):
+  """L_recon of continuous z [B, ...]: E_eps -log N(z; z_0 / alpha_0, exp(gamma_0) I), exactly
+  D_z / 2 (1 + log 2 pi + gamma_0) nats -> [B] (gamma_0 a scalar)."""
+  num = math.prod(z.shape[1:])
+  return jnp.full(z.shape[:1], 0.5 * num * (1.0 + math.log(2.0 * math.pi)), z.dtype) + 0.5 * num * gamma_0
+
+
+def continuous_vlb(eps_fn: EpsFn, gamma_fn: GammaFn, z, rng, *, num_t: int = 1, times=None):
+  """The continuous-time bound on the density -log p(z) of continuous data z [B, ...] (float),
+  per example, nats: {'prior', 'recon', 'diffusion'}, each [B] (see the module docstring).
+  The diffusion term as `vlb`'s (the same keys for the same rng); the other two are exact."""
+  rng_t, rng_eps, _ = jax.random.split(rng, 3)
+  ends = gamma_fn(jnp.array([0.0, 1.0], z.dtype))
+  return {"prior": prior_kl(z, ends[1]), "recon": gaussian_reconstruction_nll(z, ends[0]),
+          "diffusion": diffusion_term(eps_fn, gamma_fn, z, rng_t, rng_eps, num_t, times)}
+
+
+def ddim_schedule(gamma_fn: GammaFn, num_steps: int, dtype=jnp.float32) -> Schedule:
+  """The discrete `Schedule` of S = num_steps equally spaced times t_i = (i + 1) / S, i = 0 .. S-1:
+  alpha-bar_i = sigmoid(-gamma(t_i)), beta_i = 1 - alpha-bar_i / alpha-bar_{i-1} (alpha-bar_{-1} = 1),
+  every other constant derived as `schedules.schedule_from_betas` does, in jnp, so a learned
+  (traced) gamma works. `samplers.ddim_sample` over timesteps S-1 .. 0 of it, with the network
+  called at t = (i + 1) / S, is DDIM on the continuous process (its last step ends at alpha-bar = 1)."""
+  t = jnp.arange(1, num_steps + 1, dtype=dtype) / num_steps
+  log_abar = jax.nn.log_sigmoid(-gamma_fn(t))                       # [S]
+  abar = jnp.exp(log_abar)
+  abar_prev = jnp.concatenate([jnp.ones((1,), dtype), abar[:-1]])
+  betas = -jnp.expm1(log_abar - jnp.concatenate([jnp.zeros((1,), dtype), log_abar[:-1]]))
+  alphas = 1.0 - betas
+  one_minus = -jnp.expm1(log_abar)                                  # 1 - alpha-bar, accurate near 1
+  post_var = betas * (1.0 - abar_prev) / one_minus
+  floor = jnp.concatenate([post_var[1:2], post_var[1:]])            # index 0 := index 1 (Ho et al.)
+  return Schedule(
+      betas=betas, alphas=alphas, alpha_bars=abar, alpha_bars_prev=abar_prev, sqrt_alpha_bars=jnp.sqrt(abar),
+      sqrt_one_minus_alpha_bars=jnp.sqrt(one_minus), log_one_minus_alpha_bars=jnp.log(one_minus),
+      sqrt_recip_alpha_bars=jnp.exp(-0.5 * log_abar), sqrt_recipm1_alpha_bars=jnp.sqrt(one_minus / abar),
+      posterior_variance=post_var, posterior_log_variance=jnp.log(floor),
+      posterior_mean_coef1=betas * jnp.sqrt(abar_prev) / one_minus,
+      posterior_mean_coef2=(1.0 - abar_prev) * jnp.sqrt(alphas) / one_minus,
+      beta_log_variance=jnp.log(jnp.concatenate([post_var[1:2], betas[1:]])))
 
 
 def sample_step(eps_fn: EpsFn, gamma_fn: GammaFn, z_t, s, t, noise):
