@@ -50,6 +50,8 @@ PARTS = {
     ("gan", "ais"): {"density_bpd", "discretization_bpd"},
     ("vdm", "vlb-continuous"): {"prior_bpd", "diffusion_bpd", "decoder_bpd"},
     ("igpt", "exact"): set(),
+    ("aligndraw", "elbo"): {"decoder_bpd", "kl_bpd"},
+    ("aligndraw", "iwae"): set(),
 }
 
 

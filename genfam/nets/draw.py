@@ -32,7 +32,7 @@ The canvas c_T [B, H, W, C, P] holds the P parameters per stored pixel of the pi
 location), clipped to the bin-centre range [-1, 1]. `generate_step` is the same step without
 the encoder: z_t from the prior. Modules take plain arguments (ints, tuples), never configs.
 """
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -137,24 +137,28 @@ class AlignDRAW(nn.Module):
   caption_embed: int = 32
   caption_hidden: int = 64
   align_features: int = 64
+  param_dtype: Any = jnp.float32   # float64 in the tests' exact checks (the LSTMs' carries follow it)
 
   def setup(self):
     height, width, channels = self.image_shape
-    self.embed = nn.Embed(self.vocab_size, self.caption_embed)
-    self.words = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.caption_hidden)),
-                                  nn.RNN(nn.OptimizedLSTMCell(self.caption_hidden), reverse=True, keep_order=True))
-    self.align_keys = nn.Dense(self.align_features, use_bias=False)       # U
-    self.align_query = nn.Dense(self.align_features)                      # W, b
-    self.align_score = nn.Dense(1, use_bias=False)                        # v
-    self.encoder_cell = nn.OptimizedLSTMCell(self.encoder_hidden)
-    self.generator_cell = nn.OptimizedLSTMCell(self.generator_hidden)
-    self.posterior_head = nn.Dense(2 * self.latent_dim)
+    dense = lambda n, **kw: nn.Dense(n, param_dtype=self.param_dtype, **kw)  # noqa: E731
+    cell = lambda n: nn.OptimizedLSTMCell(n, param_dtype=self.param_dtype)  # noqa: E731
+    self.embed = nn.Embed(self.vocab_size, self.caption_embed, param_dtype=self.param_dtype)
+    self.words = nn.Bidirectional(nn.RNN(cell(self.caption_hidden)),
+                                  nn.RNN(cell(self.caption_hidden), reverse=True, keep_order=True))
+    self.align_keys = dense(self.align_features, use_bias=False)          # U
+    self.align_query = dense(self.align_features)                         # W, b
+    self.align_score = dense(1, use_bias=False)                           # v
+    self.encoder_cell = cell(self.encoder_hidden)
+    self.generator_cell = cell(self.generator_hidden)
+    self.posterior_head = dense(2 * self.latent_dim)
     # zero kernel: p(z_t) = N(0, I) at initialisation, learning its dependence on h^gen_{t-1}
-    self.prior_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
-    self.read_head = nn.Dense(WINDOW_PARAMS)
-    self.write_head = nn.Dense(WINDOW_PARAMS)
-    self.patch_head = nn.Dense(self.write_size ** 2 * channels * self.params_per_pixel)
-    self.canvas0 = self.param("canvas0", nn.initializers.zeros, (height, width, channels, self.params_per_pixel))
+    self.prior_head = dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
+    self.read_head = dense(WINDOW_PARAMS)
+    self.write_head = dense(WINDOW_PARAMS)
+    self.patch_head = dense(self.write_size ** 2 * channels * self.params_per_pixel)
+    self.canvas0 = self.param("canvas0", nn.initializers.zeros, (height, width, channels, self.params_per_pixel),
+                              self.param_dtype)
 
   def encode_caption(self, tokens) -> Caption:  # int32 [B, L] -> Caption
     """h^lang from the bidirectional LSTM; each direction reads only the real words (the
@@ -164,9 +168,10 @@ class AlignDRAW(nn.Module):
     values = self.words(self.embed(tokens), seq_lengths=lengths)                     # [B, L, 2 Hl]
     return Caption(values, self.align_keys(values), mask)
 
-  def initial_state(self, batch: int, dtype=jnp.float32) -> dict:
-    zeros = lambda n: (jnp.zeros((batch, n), dtype), jnp.zeros((batch, n), dtype))  # noqa: E731 (c, h)
-    canvas = jnp.broadcast_to(self.canvas0.astype(dtype), (batch, *self.canvas0.shape))
+  def initial_state(self, batch: int) -> dict:
+    """h^enc_0 = h^gen_0 = 0 (and the cells' memories), c_0 the learned canvas; in param_dtype."""
+    zeros = lambda n: (jnp.zeros((batch, n), self.param_dtype),) * 2  # noqa: E731 (memory, hidden)
+    canvas = jnp.broadcast_to(self.canvas0.astype(self.param_dtype), (batch, *self.canvas0.shape))
     return {"encoder": zeros(self.encoder_hidden), "generator": zeros(self.generator_hidden), "canvas": canvas}
 
   def align(self, h_gen, caption: Caption):  # [B, G] -> s [B, 2 Hl], alpha [B, L]
@@ -215,7 +220,7 @@ class AlignDRAW(nn.Module):
 
   def __call__(self, x, tokens):  # creates every parameter: [B, H, W, C], [B, L] -> canvas [B, H, W, C, P]
     caption = self.encode_caption(tokens)
-    state = self.initial_state(x.shape[0], x.dtype)
+    state = self.initial_state(x.shape[0])
     eps = jnp.zeros((x.shape[0], self.latent_dim), x.dtype)
     state, _ = self.infer_step(state, x, eps, caption)
     return state["canvas"]
@@ -227,7 +232,7 @@ def infer(model: AlignDRAW, params, x, tokens, eps):
   (q_mean, q_log_scale, p_mean, p_log_scale) each [T, B, Z])."""
   variables = {"params": params}
   caption = model.apply(variables, tokens, method=AlignDRAW.encode_caption)
-  state = model.apply(variables, x.shape[0], x.dtype, method=AlignDRAW.initial_state)
+  state = model.apply(variables, x.shape[0], method=AlignDRAW.initial_state)
 
   def step(state, e):
     return model.apply(variables, state, x, e, caption, method=AlignDRAW.infer_step)
@@ -240,7 +245,7 @@ def generate(model: AlignDRAW, params, tokens, eps, temperature: float = 1.0):
   """All T steps from the prior, eps [T, B, Z]: tokens int32 [B, L] -> canvas c_T [B, H, W, C, P]."""
   variables = {"params": params}
   caption = model.apply(variables, tokens, method=AlignDRAW.encode_caption)
-  state = model.apply(variables, tokens.shape[0], eps.dtype, method=AlignDRAW.initial_state)
+  state = model.apply(variables, tokens.shape[0], method=AlignDRAW.initial_state)
 
   def step(state, e):
     return model.apply(variables, state, e, caption, temperature, method=AlignDRAW.generate_step), None
