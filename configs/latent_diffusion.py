@@ -37,7 +37,9 @@ def get_config(arg=None):
   m.p_uncond = 0.1 if m.condition == "caption" else 0.0   # null-embedding dropout (classifier-free guidance)
   m.channel_mult = (1,)                     # the latent grid (7 x 7; 4 x 4 for the smoke) is not halved
   m.num_res_blocks = 1 if smoke else 2
-  m.base_channels = 8 if smoke else 64
+  m.base_channels = 16 if smoke else 64
+  m.num_groups = 4 if smoke else 8          # channels per group > 1: a group norm of one channel would remove the
+                                            # time and caption embedding (a per-channel shift) it follows
   m.attn_resolutions = (4,) if smoke else (7,)
   m.dropout = 0.1
 
