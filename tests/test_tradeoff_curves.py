@@ -82,3 +82,63 @@ def test_the_evaluation_reports_diversity_beside_fid():
   assert real["diversity_pairs"] == want[1]
   assert real["diversity"] == pytest.approx(want[0], rel=1e-9) == real["diversity_real"]
   assert "diversity" in sample_quality.describe(real)
+
+
+# ---------------------------------------------------------------------------------------------- the curves (slow)
+
+ROWS = ("glow", "vae", "igpt", "gan", "ddpm")      # a knob of every kind: temperature, truncation, guidance
+
+
+@pytest.fixture(scope="module")
+def curves(tmp_path_factory):
+  """Smoke workdirs and judges trained by the comparison's smoke run, then every knob swept on them
+  at two values, with the sample counts of that run's own evaluation (so the neutral points repeat it)."""
+  from experiments import compare, tradeoff_curves
+  root, out = tmp_path_factory.mktemp("rows"), tmp_path_factory.mktemp("tradeoff")
+  compare.main(["--smoke", "--in_process", f"--root={root}", f"--only={','.join(ROWS)}", "--no-sampling_speed"])
+  argv = [f"--workdirs={root}", f"--judges={root}", f"--out={out}", "--num_samples=32", "--reference_images=32",
+          "--condition_images=32", "--values=temperature=0.5,1", "--values=truncation=0.5,0", "--values=free=0,1,4"]
+  paths = tradeoff_curves.main(argv)
+  return root, out, argv, paths
+
+
+@pytest.mark.slow
+def test_every_knob_is_measured_into_a_file_per_point(curves):
+  root, out, _, paths = curves
+  want = {"glow": ("temperature", ("0.5", "1")), "vae": ("truncation", ("0.5", "off")),
+          "igpt": ("temperature", ("0.5", "1")), "gan": ("truncation", ("0.5", "off")),
+          "ddpm": ("free", ("0", "1", "4"))}
+  for row, (form, values) in want.items():
+    assert sorted(os.listdir(os.path.join(out, row))) == sorted(f"{form}_{v}.json" for v in values)
+    for v in values:
+      with open(os.path.join(out, row, f"{form}_{v}.json")) as f:
+        record = json.load(f)
+      q = record["sample_quality"]
+      assert math.isfinite(q["fid"]) and math.isfinite(q["diversity"]) and q["num_samples"] == 32
+      assert record["neutral"] == (v in ("1", "off")) and record["step"] > 0
+      assert ("class_agreement" in q) == (row in ("gan", "ddpm"))
+  for name in ("class_agreement_vs_fid.png", "diversity_vs_fid.png", "tradeoff.md"):
+    assert os.path.join(out, name) in paths and os.path.getsize(os.path.join(out, name)) > 0
+
+
+@pytest.mark.slow
+def test_the_neutral_point_repeats_the_rows_own_evaluation(curves):
+  """At the knob's neutral value the sampler, key and counts are the row's final evaluation's: the same FID."""
+  root, out, _, _ = curves
+  for row, name in (("glow", "temperature_1"), ("gan", "truncation_off"), ("ddpm", "free_1")):
+    with open(os.path.join(root, row, "results.json")) as f:
+      own = json.load(f)["sample_quality"]
+    with open(os.path.join(out, row, f"{name}.json")) as f:
+      point = json.load(f)["sample_quality"]
+    assert point["fid"] == pytest.approx(own["fid"], rel=1e-6), row
+
+
+@pytest.mark.slow
+def test_a_rerun_measures_nothing(curves, capsys):
+  from experiments import tradeoff_curves
+  root, out, argv, _ = curves
+  before = {p: os.path.getmtime(os.path.join(out, p)) for p in ("glow/temperature_0.5.json", "ddpm/free_4.json")}
+  capsys.readouterr()
+  tradeoff_curves.main(argv)
+  assert capsys.readouterr().out.count("measured before") == len(ROWS)
+  assert before == {p: os.path.getmtime(os.path.join(out, p)) for p in before}

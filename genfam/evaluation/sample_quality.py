@@ -209,7 +209,7 @@ def pairwise_diversity(features, groups, block: int = 1024) -> tuple[float, int]
 def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, condition: str, num_samples: int,
              sample_batch_size: int, batch_size: int, kid_subsets: int = 100, kid_subset_size: int = 1000,
              keep: int = 0, reference_images: int = 0, condition_images: int = 0,
-             kid_stats_images: int = 10000) -> dict:
+             kid_stats_images: int = 10000, memo: Optional[dict] = None) -> dict:
   """The sample-quality report of one model (kind 'sample_quality'; see the module docstring).
 
   sample(params, rng, num, condition) -> uint8 [num, H, W, C]: the family's sampler.
@@ -217,6 +217,9 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
   condition: '', 'label' or 'caption' (`sample_condition`).
   reference_images, condition_images, kid_stats_images: M, C and S of the module docstring (0: M = min(N, test),
   C = M).
+  memo: a dict kept between calls that judge several samplers with the same judges and splits (a
+  sweep of one model's sampling knob): the features of the real images (reference, floor, KID
+  statistics, conditions) are computed once into it and reused.
   -> {'kind': 'sample_quality', 'condition', 'num_samples', 'num_reference', 'num_conditions', 'num_kid_stats',
       'num_floor',
       'fid', 'kid', 'kid_std', 'fid_floor', 'kid_floor', 'kid_floor_std', 'diversity', 'diversity_pairs',
@@ -249,9 +252,17 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
   train_images = pipeline.split_images(train)
   floor_images = train_images[:num_samples]
   features = batched(lambda x: judges.classifier.functions["features"](judges.classifier.params, x), batch_size)
-  f_samples, f_ref, f_floor = features(samples), features(ref["image"]), features(floor_images)   # [., F]
+  memo = {} if memo is None else memo
+
+  def real_features(name, images):  # the features of the first len(images) real images of a set, once per memo
+    if (name, len(images)) not in memo:
+      memo[(name, len(images))] = features(images)
+    return memo[(name, len(images))]
+
+  f_samples, f_ref, f_floor = features(samples), real_features("reference", ref["image"]), real_features(
+      "floor", floor_images)                                                         # [., F]
   stats_images = train_images[:kid_stats_images]
-  z = fid.standardizer(features(stats_images))                                     # train-split statistics
+  z = fid.standardizer(real_features("kid_stats", stats_images))                   # train-split statistics
   kid_args = dict(num_subsets=kid_subsets, subset_size=kid_subset_size)
   report = {"kind": "sample_quality", "condition": condition or None, "num_samples": num_samples,
             "num_reference": m, "num_conditions": c_count if condition else 0, "num_floor": len(floor_images),
@@ -264,7 +275,7 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
   if condition:
     real_conditions = conds["label"] if condition == "label" else conds["caption"]
     real_groups = condition_groups(real_conditions, c_count)
-    report["diversity_real"] = pairwise_diversity(features(conds["image"]), real_groups)[0]
+    report["diversity_real"] = pairwise_diversity(real_features("conditions", conds["image"]), real_groups)[0]
   else:
     report["diversity_real"] = pairwise_diversity(f_floor, condition_groups(None, len(f_floor)))[0]
   report.update(speed)
