@@ -32,6 +32,8 @@ register("gan", "genfam.families.gan")
 register("aligndraw", "genfam.families.aligndraw")
 register("vqvae", "genfam.families.two_stage.discrete_autoencoder")
 register("code_prior", "genfam.families.two_stage.code_prior")
+register("latent_autoencoder", "genfam.families.two_stage.latent_autoencoder")
+register("latent_diffusion", "genfam.families.two_stage.latent_diffusion")
 
 
 def names() -> tuple[str, ...]:
