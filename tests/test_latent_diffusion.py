@@ -16,6 +16,8 @@ continuous-data bound) against closed forms, float64:
 import functools
 import math
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -31,7 +33,8 @@ from genfam.errors import GenfamError
 from genfam.families.two_stage import latent_diffusion
 from genfam.families.two_stage.latent_autoencoder import gaussian_entropy
 from genfam.loop.frozen import Frozen
-from tests.conftest import load_config
+from tests.conftest import REPO, load_config
+from tests.test_frozen import clip_workdir  # noqa: F401 (module-scoped fixture: a trained CLIP smoke workdir)
 
 G0, G1 = -6.0, 4.0
 MU, VAR = np.array([0.3, -0.8]), np.array([0.5, 2.0])      # the latents' Gaussian N(mu, diag v)
@@ -262,3 +265,37 @@ def test_a_caption_bound_needs_a_caption_model():
   config.diffusion.bound_condition = "caption"
   with pytest.raises(GenfamError, match="needs a caption model"):
     registry.make_family(config, sources.dataset_spec(config.data.name), autoencoder=stand_in_autoencoder())
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end (slow): stage 1, then the caption prior on it, evaluated and sampled from a sentence
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_stages_train_evaluate_and_sample_a_sentence_through_the_cli(clip_workdir, tmp_path):  # noqa: F811
+  """configs/latent_autoencoder.py:smoke a few steps, configs/latent_diffusion.py:caption_smoke on its
+  workdir (and a CLIP smoke workdir): the bound is 'lsgm-4t', conditional on the caption, its parts add
+  up; --mode=sample --caption=... through genfam.main writes a grid."""
+  from genfam.loop import train
+  stage_one = load_config("latent_autoencoder")
+  stage_one.train.progress, stage_one.train.num_steps, stage_one.train.final_eval = False, 2, False
+  train.train_and_evaluate(stage_one, str(tmp_path / "stage_one"))
+
+  config = load_config("latent_diffusion", "caption_smoke")
+  config.model.autoencoder_workdir, config.model.text_encoder_workdir = str(tmp_path / "stage_one"), str(clip_workdir)
+  config.train.progress, config.train.num_steps, config.sample.num = False, 2, 4
+  workdir = str(tmp_path / "prior")
+  summary = train.train_and_evaluate(config, workdir)
+  report = summary["test"]["lsgm-4t"]
+  assert report["conditional_on"] == "caption" and np.isfinite(report["bpd"])
+  np.testing.assert_allclose(report["decoder_bpd"] + report["entropy_bpd"] + report["prior_bpd"], report["bpd"],
+                             rtol=1e-5)
+  assert os.path.getsize(os.path.join(workdir, "samples.png")) > 0
+
+  command = [sys.executable, "-m", "genfam.main", "--config=configs/latent_diffusion.py:caption_smoke",
+             f"--config.model.autoencoder_workdir={tmp_path / 'stage_one'}",
+             f"--config.model.text_encoder_workdir={clip_workdir}", f"--workdir={workdir}",
+             "--mode=sample", "--caption=a dark wide digit 7", "--out=sentence.png"]
+  out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "caption:" in out.stdout and os.path.getsize(os.path.join(workdir, "sentence.png")) > 0
