@@ -9,7 +9,17 @@ text-conditional families restore its frozen text encoder from its workdir
 test images (chance 0.1) after a short run of 600 steps of 256 (not this config's 2000).
 Command and the full story: docs/results.md, "The judges: the domain classifier and CLIP".
 ':smoke' is the tiny variant the tests run.
+
+':noisy' is the noise-conditional image tower that guides diffusion sampling toward a sentence
+(CLIP guidance): it reads (x_t, t) of its diffusion.schedule / num_steps (those of the guided
+model) and is trained against the FROZEN text encoder of a trained configs/clip.py workdir:
+  .venv/bin/python -m genfam.main --config=configs/clip.py:noisy \
+      --config.model.text_encoder_workdir=runs/clip --workdir=runs/noisy_clip
+Its number: not yet measured. The maths, commands and tests: docs/guidance.md. ':noisy_smoke' is
+its tiny variant (digits, T = 20 as configs/ddpm.py:smoke; a configs/clip.py:smoke text encoder).
 """
+import ml_collections
+
 from genfam.settings import config_base
 
 
@@ -38,7 +48,13 @@ def get_config(arg=None):
   c.train.checkpoint_every = 500
 
   c.eval.batch_size = 250           # the retrieval gallery: 10000 test pairs = 40 galleries of 250
-  if arg == "smoke":
+  if arg in ("noisy", "noisy_smoke"):
+    c.model.noise_conditional = True  # the image tower reads (x_t, t); the text tower is a trained run's, frozen
+    c.model.text_encoder_workdir = "" # a configs/clip.py workdir on the same dataset (its text encoder; E is its)
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.schedule = "linear"   # the guided model's forward process: its schedule and T
+    c.diffusion.num_steps = 1000
+  if arg in ("smoke", "noisy_smoke"):
     c.data.name = "digits"
     c.data.batch_size = 32
     c.model.embed_dim = 16
@@ -58,6 +74,8 @@ def get_config(arg=None):
     c.train.progress = False
     c.eval.batch_size = 32
     c.eval.num_examples = 64
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r} of configs/clip.py; use '' or 'smoke'")
+  if arg == "noisy_smoke":
+    c.diffusion.num_steps = 20        # configs/ddpm.py:smoke's T
+  elif arg not in ("", None, "smoke", "noisy"):
+    raise ValueError(f"unknown variant {arg!r} of configs/clip.py; use '', 'smoke', 'noisy' or 'noisy_smoke'")
   return c

@@ -84,6 +84,13 @@ def get_config(arg=None):
   c.sample.eta = 0.0                  # DDIM: 0 deterministic, 1 = DDPM-like noise
   c.sample.spacing = "trailing"       # DDIM timesteps: 'linspace', 'leading' or 'trailing'
   c.sample.guidance = 1.0             # w: eps_null + w (eps_cond - eps_null); 1 = plain conditional, 0 = unconditional
+  # Gradient guidance (docs/guidance.md): 'free' (classifier-free only: w above), 'classifier' (+ s grad log p(y|x_t)
+  # of a configs/classifier.py:noisy workdir; needs labels) or 'clip' (+ s grad of a configs/clip.py:noisy
+  # workdir's caption logit; needs --caption or labels); the guide must share this model's schedule and T
+  c.sample.guidance_form = "free"
+  c.sample.guidance_scale = 1.0       # s of the classifier / CLIP gradient
+  c.sample.guidance_classifier_workdir = ""
+  c.sample.guidance_clip_workdir = ""
 
   if arg in ("caption", "caption_smoke"):
     c.model.class_conditional = False

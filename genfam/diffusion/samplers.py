@@ -1,4 +1,4 @@
-"""Samplers: DDPM ancestral, DDIM, classifier-free guidance. Loops run in lax.scan.
+"""Samplers: DDPM ancestral, DDIM; classifier-free, classifier and CLIP guidance. Loops run in lax.scan.
 
 DDPM (Ho et al.), for t = T .. 1:
   x_{t-1} = mu(x_t, eps_theta(x_t, t)) + sigma_t z,   z ~ N(0, I), no noise at t = 1,
@@ -25,8 +25,18 @@ same t. Timesteps are schedule indices 0 .. T-1 (paper steps 1 .. T).
 Classifier-free guidance: eps = eps(x, t, null) + w (eps(x, t, c) - eps(x, t, null));
 w = 0 is the unconditional model, w = 1 the conditional one. A learned variance's
 v comes from the conditional call (as GLIDE does).
+
+Gradient guidance (Dhariwal & Nichol; GLIDE's CLIP guidance): a `Guidance(grad_fn, scale)`,
+g = grad_x log f(x_t, t) from a noise-conditional model (log p(y | x_t) of a classifier, or
+CLIP's s_clip <v(x_t, t), e(caption)>), and a scale s:
+  DDPM (their Algorithm 1): x_{t-1} ~ N(mu + s Sigma_t g, Sigma_t)   (Sigma_t the step's variance,
+                            learned or fixed; applied on every step, the last one included);
+  DDIM (their Algorithm 2): eps-hat = eps - sqrt(1 - a_t) s g, then the DDIM step with eps-hat.
+With s = 1 and f = p(y | x_t), eps-hat = -sqrt(1 - a_t) grad log p(x_t | y): the exact
+conditional score when eps is the exact score, so DDIM then samples p(x_0 | y) up to
+discretization. s = 0 is the unguided step.
 """
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +94,30 @@ def guided_eps_fn(eps_fn_c: Callable, condition, null_condition, weight: float) 
   return eps_fn
 
 
+class Guidance(NamedTuple):
+  """Gradient guidance: grad_fn(x [B, ...], t [B] int) -> grad_x log f [B, ...]; scale s (a float
+  or a traced scalar)."""
+  grad_fn: Callable[[jax.Array, jax.Array], jax.Array]
+  scale: float
+
+
+def log_density_gradient(log_f: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable:
+  """(x, t) -> grad_x sum_b log_f(x, t)[b], i.e. each example's own gradient [B, ...] when log_f
+  [B] treats the examples independently (no batch statistics)."""
+  return lambda x, t: jax.grad(lambda x_: jnp.sum(log_f(x_, t)))(x)
+
+
+def gradient_guided_eps_fn(eps_fn: EpsFn, s: Schedule, guidance: Guidance) -> EpsFn:
+  """DDIM's guided eps: (x, t) -> eps - sqrt(1 - a_t) s grad_fn(x, t) (a learned variance's v passes)."""
+  def eps_fn_guided(x, t):
+    eps, v = process.split_output(eps_fn(x, t))
+    shift = process.extract(s.sqrt_one_minus_alpha_bars, t, x.ndim) * guidance.grad_fn(x, t)
+    eps = eps - jnp.asarray(guidance.scale, eps.dtype) * shift.astype(eps.dtype)
+    return eps if v is None else (eps, v)
+
+  return eps_fn_guided
+
+
 def _step_keys(rng):
   rng_init, rng_steps = jax.random.split(rng)
   return rng_init, rng_steps
@@ -94,29 +128,35 @@ def initial_noise(rng, shape, dtype=jnp.float32):
   return jax.random.normal(_step_keys(rng)[0], shape, dtype)
 
 
-def ddpm_step(eps_fn: EpsFn, s: Schedule, log_variance, x, t, noise, clip_x0: bool = False):
-  """x_{t-1} from x_t at scalar index t: [B, ...] -> [B, ...]."""
+def ddpm_step(eps_fn: EpsFn, s: Schedule, log_variance, x, t, noise, clip_x0: bool = False,
+              guidance: Guidance | None = None):
+  """x_{t-1} from x_t at scalar index t: [B, ...] -> [B, ...]; with `guidance`, the mean
+  shifted by s Sigma_t grad_fn(x_t, t)."""
   tb = jnp.full((x.shape[0],), t, jnp.int32)
   eps, v = process.split_output(eps_fn(x, tb))
   mean, _ = process.reverse_mean(s, x, tb, eps, clip_x0)
   log_var = process.log_variance_at(log_variance, tb, x.ndim, v)
+  if guidance is not None:
+    shift = jnp.exp(log_var) * guidance.grad_fn(x, tb)
+    mean = mean + (jnp.asarray(guidance.scale, x.dtype) * shift).astype(x.dtype)
   scale = jnp.where(t > 0, jnp.exp(0.5 * log_var), 0.0).astype(x.dtype)
   return mean + scale * noise
 
 
 def ddpm_sample(eps_fn: EpsFn, s: Schedule, log_variance, rng, shape, *, clip_x0: bool = False,
-                x_T=None, dtype=jnp.float32, return_trajectory: bool = False):
+                x_T=None, dtype=jnp.float32, return_trajectory: bool = False,
+                guidance: Guidance | None = None):
   """DDPM ancestral sampling over all T steps: -> x_0 float [B, ...] (and [T, B, ...] trajectory).
 
   log_variance: [T] log sigma_t^2, or a `LearnedVariance` (`schedules.model_log_variance`).
-  x_T: optional starting noise; default drawn from rng.
+  x_T: optional starting noise; default drawn from rng. guidance: optional gradient guidance.
   """
   rng_init, rng_steps = _step_keys(rng)
   x = jax.random.normal(rng_init, shape, dtype) if x_T is None else x_T
 
   def body(x, t):
     noise = jax.random.normal(jax.random.fold_in(rng_steps, t), x.shape, x.dtype)
-    x = ddpm_step(eps_fn, s, log_variance, x, t, noise, clip_x0)
+    x = ddpm_step(eps_fn, s, log_variance, x, t, noise, clip_x0, guidance)
     return x, (x if return_trajectory else None)
 
   x, traj = jax.lax.scan(body, x, jnp.arange(s.num_steps - 1, -1, -1, dtype=jnp.int32))
@@ -124,12 +164,15 @@ def ddpm_sample(eps_fn: EpsFn, s: Schedule, log_variance, rng, shape, *, clip_x0
 
 
 def ddim_step(eps_fn: EpsFn, s: Schedule, x, t, t_prev, noise, eta: float, clip_x0: bool = False,
-              log_variance=None):
+              log_variance=None, guidance: Guidance | None = None):
   """One DDIM step from index t to t_prev (< t; -1 = the end, alpha-bar = 1): [B, ...].
 
   log_variance: None (or fixed: unused) for Song et al.'s sigma; a `LearnedVariance`
-  for a model returning (eps, v) (see the module docstring).
+  for a model returning (eps, v) (see the module docstring). guidance: eps shifted by
+  -sqrt(1 - a_t) s grad_fn(x_t, t) before x_0-hat is formed.
   """
+  if guidance is not None:
+    eps_fn = gradient_guided_eps_fn(eps_fn, s, guidance)
   tb = jnp.full((x.shape[0],), t, jnp.int32)
   eps, v = process.split_output(eps_fn(x, tb))
   x0 = process.predict_x0_from_eps(s, x, tb, eps)
@@ -153,11 +196,12 @@ def ddim_step(eps_fn: EpsFn, s: Schedule, x, t, t_prev, noise, eta: float, clip_
 
 def ddim_sample(eps_fn: EpsFn, s: Schedule, timesteps, rng, shape, *, eta: float = 0.0,
                 clip_x0: bool = False, x_T=None, dtype=jnp.float32, return_trajectory: bool = False,
-                log_variance=None):
+                log_variance=None, guidance: Guidance | None = None):
   """DDIM over `timesteps` (int [S], decreasing, from `ddim_timesteps`): -> x_0 [B, ...].
 
   With return_trajectory, also the [S, B, ...] states after each step;
-  log_variance: a `LearnedVariance` for a model returning (eps, v), else None.
+  log_variance: a `LearnedVariance` for a model returning (eps, v), else None;
+  guidance: optional gradient guidance.
   """
   ts = np.asarray(timesteps, np.int32)
   prev = np.append(ts[1:], -1).astype(np.int32)
@@ -167,7 +211,7 @@ def ddim_sample(eps_fn: EpsFn, s: Schedule, timesteps, rng, shape, *, eta: float
   def body(x, tt):
     t, t_prev = tt
     noise = jax.random.normal(jax.random.fold_in(rng_steps, t), x.shape, x.dtype)
-    x = ddim_step(eps_fn, s, x, t, t_prev, noise, eta, clip_x0, log_variance)
+    x = ddim_step(eps_fn, s, x, t, t_prev, noise, eta, clip_x0, log_variance, guidance)
     return x, (x if return_trajectory else None)
 
   x, traj = jax.lax.scan(body, x, (jnp.asarray(ts), jnp.asarray(prev)))

@@ -58,6 +58,13 @@ Sampling: DDPM ancestral (T steps) or DDIM (S steps, eta, spacing), with
 classifier-free guidance weight w when labels or captions are given (w = 1:
 conditional, w = 0: unconditional):
   eps = eps(x_t, t, null) + w (eps(x_t, t, c) - eps(x_t, t, null)).
+Gradient guidance (sample.guidance_form, scale s = sample.guidance_scale; docs/guidance.md):
+'classifier' adds s grad log p(y | x_t, t) of a noise-conditional classifier, 'clip' s grad of
+a noise-conditional CLIP's logit s_clip <v(x_t, t), e(caption)> (labels read as 'a photo of a
+<class>'), to the DDPM mean (times Sigma_t) or DDIM's eps (times -sqrt(1 - a_t))
+(`genfam.diffusion.samplers`), on top of the classifier-free eps above for a conditional model
+(an unconditional one uses its only eps). The guide is a plain function `guide(x_t, t, condition)
+-> [B]` that the loop restores (`genfam.loop.frozen.guide`) and hands to `make`.
 """
 import math
 from typing import Callable, NamedTuple, Optional
@@ -207,10 +214,45 @@ def _learned(diffusion_config) -> bool:
   return diffusion_config.variance == "learned"
 
 
+GUIDANCE_FORMS = ("free", "classifier", "clip")
+GUIDED_CONDITION = {"classifier": "label", "clip": "caption"}   # what each gradient form steers toward
+
+
+def guidance_form_of(sample_config) -> str:
+  """sample.guidance_form, checked ('free' when the config predates the key)."""
+  form = sample_config.get("guidance_form", "free")
+  if form not in GUIDANCE_FORMS:
+    raise GenfamError(f"unknown sample.guidance_form {form!r}; use one of {GUIDANCE_FORMS}")
+  return form
+
+
+def gradient_guidance(form: str, scale: float, guide: Callable, conditioning: Conditioning, class_prompts,
+                      condition):
+  """The model's own condition and the `samplers.Guidance` of a gradient form for `condition`
+  (labels [num] or caption tokens [num, L]): 'classifier' steers toward the labels, 'clip' toward
+  the tokens (labels become the class prompts [C, L]); the model itself sees the labels (a label
+  model), the tokens or labels (a caption model) or nothing."""
+  if condition is None:
+    fix = ("set --config.sample.conditional=True (labels 0..C-1)" if form == "classifier" else
+           "pass --caption='a photo of a shirt' (or --config.sample.conditional=True for class prompts)")
+    raise GenfamError(f"sample.guidance_form={form!r} steers toward a {GUIDED_CONDITION[form]} but none was "
+                      f"given: {fix}")
+  condition = jnp.asarray(condition, jnp.int32)
+  if form == "classifier" and condition.ndim != 1:
+    raise GenfamError("sample.guidance_form='classifier' steers toward labels, not a caption: drop --caption and "
+                      "set --config.sample.conditional=True, or use --config.sample.guidance_form=clip")
+  target = class_prompts[condition] if form == "clip" and condition.ndim == 1 else condition   # labels / tokens
+  own = condition if conditioning.kind == "caption" or (conditioning.kind == "label" and condition.ndim == 1) \
+      else None
+  grad_fn = samplers.log_density_gradient(lambda x, t: guide(x, t, target))
+  return own, samplers.Guidance(grad_fn, scale)
+
+
 def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                  eta: Optional[float] = None, spacing: Optional[str] = None,
                  guidance: Optional[float] = None, conditioning: Optional[Conditioning] = None,
-                 encode_text: Optional[Callable] = None):
+                 encode_text: Optional[Callable] = None, guidance_form: Optional[str] = None,
+                 guidance_scale: Optional[float] = None, guide: Optional[Callable] = None):
   """A jitted pure `sample(params, rng, num, condition=None) -> uint8 [num, H, W, C]`.
 
   Options default to config.sample's; pass them to build several samplers
@@ -221,7 +263,9 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   embedding). `conditioning`: the family's (if not given, made from the config, a caption
   model's with `encode_text`, as `make` takes it). DDIM's eta must lie in [0, 1]
   (sigma_t = eta * the DDPM posterior std; checked for either sampler, so a
-  bad config fails when the family is built).
+  bad config fails when the family is built). guidance_form / guidance_scale (default
+  config.sample's): 'classifier' or 'clip' add the gradient of `guide(x_t, t, condition) -> [B]`
+  (the loop's `genfam.loop.frozen.guide`) with scale s; such a sampler needs a condition.
   """
   c = config.sample
   sampler = c.sampler if sampler is None else sampler
@@ -240,26 +284,43 @@ def make_sampler(config, spec, *, sampler: Optional[str] = None, steps: Optional
   sched, log_var = _process(config.diffusion)
   clip = bool(config.diffusion.clip_denoised)
   timesteps = samplers.ddim_timesteps(sched.num_steps, steps, spacing) if sampler == "ddim" else None
+  form = guidance_form_of(c) if guidance_form is None else guidance_form
+  scale = float(c.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
+  if form not in GUIDANCE_FORMS:
+    raise GenfamError(f"unknown sample.guidance_form {form!r}; use one of {GUIDANCE_FORMS}")
+  if form != "free" and guide is None:
+    raise GenfamError(f"sample.guidance_form={form!r} needs its noise-conditional model: set "
+                      f"--config.sample.guidance_{form}_workdir=DIR and build the family as the loop does "
+                      f"(genfam.loop.frozen.make_family), which restores it")
+  class_prompts = None
+  if form == "clip":
+    from genfam.families.auxiliary import clip as clip_family
+    class_prompts = jnp.asarray(clip_family.evaluation_prompts(spec)[0])                  # [C, L]
 
   def sample(params, rng, num: int, condition=None):
+    guidance = None
+    if form != "free":
+      condition, guidance = gradient_guidance(form, scale, guide, conditioning, class_prompts, condition)
     eps_fn = guided_eps_fn(net, params, learned, conditioning, num, condition, weight)
     shape = (num,) + tuple(spec.image_shape)
     if sampler == "ddpm":
-      x = samplers.ddpm_sample(eps_fn, sched, log_var, rng, shape, clip_x0=clip)
+      x = samplers.ddpm_sample(eps_fn, sched, log_var, rng, shape, clip_x0=clip, guidance=guidance)
     else:
       x = samplers.ddim_sample(eps_fn, sched, timesteps, rng, shape, eta=eta, clip_x0=clip,
-                               log_variance=log_var if learned else None)
+                               log_variance=log_var if learned else None, guidance=guidance)
     return samplers.to_pixels(x, spec.num_bins)
 
   return jax.jit(sample, static_argnums=2)
 
 
-def make(config, spec, encode_text: Optional[Callable] = None, pilot=None) -> Family:
+def make(config, spec, encode_text: Optional[Callable] = None, pilot=None, guide: Optional[Callable] = None
+         ) -> Family:
   """The diffusion Family for dataset `spec` (genfam.data.spec.DatasetSpec); a caption model
   takes the frozen text encoder `encode_text` (`genfam.loop.frozen.family_inputs`); `pilot`: the
   importance-sampled bound's pilot images, a batch dict or a function returning one when first
-  needed (the loop's `genfam.loop.frozen.pilot_batch`: the family reads no files)."""
-  return make_family(config, spec, encode_text, pilot)
+  needed (the loop's `genfam.loop.frozen.pilot_batch`: the family reads no files); `guide`: the
+  restored noise-conditional classifier or CLIP of sample.guidance_form (`genfam.loop.frozen.guide`)."""
+  return make_family(config, spec, encode_text, pilot, guide)
 
 
 class ImportanceLikelihood:
@@ -313,10 +374,12 @@ def _importance_options(eval_config) -> _ImportanceOptions:
   return _ImportanceOptions(num_t, pilot_examples, pilot_timesteps, share, sampling == "stratified", main)
 
 
-def make_family(config, spec, encode_text: Optional[Callable] = None, pilot=None) -> Family:
+def make_family(config, spec, encode_text: Optional[Callable] = None, pilot=None,
+                guide: Optional[Callable] = None) -> Family:
   """The diffusion Family; encode_text(tokens [B, L]) -> [B, E] stands in for the frozen
   text encoder of a caption model (tests); `pilot` (a batch dict) for the importance
-  sampler's pilot images (a batch dict, or a function returning one when first needed)."""
+  sampler's pilot images (a batch dict, or a function returning one when first needed);
+  guide(x_t, t, condition) -> [B] for gradient guidance (sample.guidance_form)."""
   d = config.diffusion
   learned = _learned(d)
   conditioning = make_conditioning(config.model, spec, encode_text)
@@ -469,7 +532,8 @@ def make_family(config, spec, encode_text: Optional[Callable] = None, pilot=None
                                                                           is_options.stratified)))
     return out
 
-  draw = make_sampler(config, spec, conditioning=conditioning)
+  draw = make_sampler(config, spec, conditioning=conditioning, guide=guide)
+  form = guidance_form_of(config.sample)
 
   def sample(params, rng, num, condition=None):
     """uint8 [num, H, W, C] in {0 .. K-1}; condition: int labels [num], caption tokens [num, L] or None."""
@@ -487,4 +551,5 @@ def make_family(config, spec, encode_text: Optional[Callable] = None, pilot=None
   return Family(name="diffusion", init=init, update=optim.make_scalar_loss_update(loss_fn, tx, ema_decay),
                 eval_params=optim.eval_params, log_likelihood=main_fn, likelihood_kind=main_kind,
                 sample=sample, extra_likelihoods=extras or None,
-                likelihood_condition="caption" if own_caption else "", sample_condition=conditioning.kind)
+                likelihood_condition="caption" if own_caption else "",
+                sample_condition=GUIDED_CONDITION.get(form, conditioning.kind))
