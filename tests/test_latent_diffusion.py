@@ -299,3 +299,13 @@ def test_two_stages_train_evaluate_and_sample_a_sentence_through_the_cli(clip_wo
   out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "caption:" in out.stdout and os.path.getsize(os.path.join(workdir, "sentence.png")) > 0
+
+
+@pytest.mark.slow
+def test_speed_script_times_both_samplers_at_the_same_steps(tmp_path):
+  """experiments/latent_diffusion_speed.py at tiny size: a row per model and DDIM step count, the ratio."""
+  from experiments import latent_diffusion_speed
+  result = latent_diffusion_speed.main(["--smoke", "--num=2", "--steps", "2", "--repeats=1", f"--out={tmp_path}"])
+  assert [(r["model"], r["ddim_steps"]) for r in result["rows"]] == [("latent_diffusion", 2), ("ddpm", 2)]
+  assert all(r["images_per_s"] > 0 for r in result["rows"]) and result["rows"][0]["speedup_vs_ddpm"] > 0
+  assert (tmp_path / "latent_diffusion_speed.json").exists() and (tmp_path / "latent_diffusion_speed.md").exists()
