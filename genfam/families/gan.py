@@ -415,7 +415,8 @@ def make_family(config, spec, encode_text: Optional[Callable] = None) -> Family:
                 likelihood_note=(f"AIS with the Gaussian observation model N(G(z, c), {e.ais_sigma2:g} I): a "
                                  "stochastic upper bound (in expectation) on the dequantized density's NLL, itself "
                                  "an upper bound on the discrete NLL"),
-                exports={"generate": lambda params, z, c: gan.generator.apply({"params": params}, z, c)})
+                exports={"generate": lambda params, z, c: gan.generator.apply({"params": params}, z, c),
+                         "condition": lambda params, batch: gan.condition_vector(batch)})
 
 
 def make(config, spec, encode_text: Optional[Callable] = None) -> Family:
