@@ -237,6 +237,7 @@ def draw(curves: dict, metric: str, path: str, ylabel: str) -> str | None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
   chosen = {k: v for k, v in curves.items() if all(metric in r["sample_quality"] for r in v)}
   if not chosen:
     return None
@@ -251,11 +252,16 @@ def draw(curves: dict, metric: str, path: str, ylabel: str) -> str | None:
       if r["neutral"]:
         ax.plot([xi], [yi], marker=markers[i % len(markers)], color=line.get_color(), mec="black", mew=1.5)
   reals = {(r["samples_conditioned_on"], r["sample_quality"].get(metric + "_real")) for v in chosen.values() for r in v}
+  by_value = {}
   for condition, value in sorted((c, v) for c, v in reals if isinstance(v, float) and math.isfinite(v)):
+    by_value.setdefault(value, []).append("by " + condition if condition != "none" else "all")
+  for value, groups in by_value.items():
     ax.axhline(value, color="grey", ls=":", lw=1)
-    ax.annotate(f"real images ({'by ' + condition if condition != 'none' else 'all'})", (0.01, value),
-                xycoords=("axes fraction", "data"), fontsize=6, color="grey", va="bottom")
+    ax.annotate(f"real images ({', '.join(groups)})", (0.01, value), xycoords=("axes fraction", "data"),
+                fontsize=6, color="grey", va="bottom")
   ax.set_xscale("log")
+  ax.xaxis.set_major_formatter(matplotlib.ticker.LogFormatter())   # plain numbers, not 3.2 x 10^0
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
   ax.set_xlabel("FID on classifier features (lower is better)")
   ax.set_ylabel(ylabel)
   n = {r["sample_quality"]["num_samples"] for v in chosen.values() for r in v}
