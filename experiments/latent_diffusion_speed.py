@@ -7,7 +7,8 @@
 Both in one process, on the same device: configs/latent_diffusion.py (DDIM over S steps of its U-Net on
 the 7 x 7 x 4 latent grid, then the stage-1 decoder: one decoder pass per image) and configs/ddpm.py (DDIM
 over S steps of its U-Net on the 28 x 28 image), unconditional (the null condition: one network call a
-step for both). Weights: fresh (the timings do not depend on them; the stage 1 of a fresh latent model
+step for both). The latent model is timed with each --decode: the decoder's mode (its most probable grey
+level per pixel, found by a loop over the K = 256 levels: a fixed cost per image) and a draw from p(x|z). Weights: fresh (the timings do not depend on them; the stage 1 of a fresh latent model
 is configs/latent_autoencoder.py at its initial weights), or the EMA weights of trained workdirs (a
 latent workdir brings its stage 1 through the loop). Each sampler is one jitted call; it is compiled
 and run once, then run --repeats times on --num images, and the fastest gives images/s.
@@ -91,23 +92,26 @@ def measure(args) -> dict:
   pixel_config, pixel_spec, pixel_params, pixel_inputs = pixel_model(args)
   rows = []
   for steps in args.steps:
-    config = latent_config.copy_and_resolve_references()
-    config.sample.ddim_steps = steps
-    latent = registry.make_family(config, latent_spec, **latent_inputs)
+    models = []
+    for how in args.decode:   # the stage-1 decoder's mode (a loop over the K grey levels) or a draw from it
+      config = latent_config.copy_and_resolve_references()
+      config.sample.ddim_steps, config.sample.decode = steps, how
+      latent = registry.make_family(config, latent_spec, **latent_inputs)
+      models.append((f"latent_diffusion (decode={how})",
+                     lambda r, latent=latent: latent.sample(latent_params, r, args.num, None), latent_params))
     pixel = diffusion.make_sampler(pixel_config, pixel_spec, sampler="ddim", steps=steps, guidance=1.0,
                                    **pixel_inputs)
-    for name, draw, params in (
-        ("latent_diffusion", lambda r: latent.sample(latent_params, r, args.num, None), latent_params),
-        ("ddpm", lambda r: pixel(pixel_params, r, args.num, None), pixel_params)):
+    models.append(("ddpm", lambda r: pixel(pixel_params, r, args.num, None), pixel_params))
+    for name, draw, params in models:
       seconds, compile_seconds = _time(draw, args.num, args.repeats, args.seed)
       rows.append({"model": name, "ddim_steps": steps, "network_calls_per_image": steps, "num_images": args.num,
                    "seconds": seconds, "images_per_s": args.num / seconds, "compile_seconds": compile_seconds,
                    "parameters": _count(params)})
-      print(f"{name:17s} S={steps:4d}: {args.num / seconds:9.2f} images/s ({seconds:.3f} s, "
+      print(f"{name:32s} S={steps:4d}: {args.num / seconds:9.2f} images/s ({seconds:.3f} s, "
             f"compile {compile_seconds:.1f} s)", flush=True)
-  for steps in args.steps:
-    latent_row, pixel_row = [r for r in rows if r["ddim_steps"] == steps]
-    latent_row["speedup_vs_ddpm"] = latent_row["images_per_s"] / pixel_row["images_per_s"]
+    pixel_row = rows[-1]
+    for row in rows[-len(models):-1]:
+      row["speedup_vs_ddpm"] = row["images_per_s"] / pixel_row["images_per_s"]
   return {"what": "images/s of DDIM sampling, latent (then decoded) against pixel-space diffusion",
           "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
           "latent": args.latent_workdir or f"fresh configs/latent_diffusion.py{':smoke' if args.smoke else ''}",
@@ -133,6 +137,8 @@ def main(argv=None):
   parser.add_argument("--num", type=int, default=256, help="images per sampler call")
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--smoke", action="store_true", help="the configs' smoke variants (digits, tiny nets)")
+  parser.add_argument("--decode", nargs="+", default=["mode", "sample"], choices=["mode", "sample"],
+                      help="the latent model's stage-1 decoding: each pixel's most probable bin, and/or a draw")
   parser.add_argument("--latent_workdir", default="", help="a trained configs/latent_diffusion.py workdir")
   parser.add_argument("--pixel_workdir", default="", help="a trained configs/ddpm.py workdir")
   parser.add_argument("--seed", type=int, default=0)

@@ -306,6 +306,7 @@ def test_speed_script_times_both_samplers_at_the_same_steps(tmp_path):
   """experiments/latent_diffusion_speed.py at tiny size: a row per model and DDIM step count, the ratio."""
   from experiments import latent_diffusion_speed
   result = latent_diffusion_speed.main(["--smoke", "--num=2", "--steps", "2", "--repeats=1", f"--out={tmp_path}"])
-  assert [(r["model"], r["ddim_steps"]) for r in result["rows"]] == [("latent_diffusion", 2), ("ddpm", 2)]
-  assert all(r["images_per_s"] > 0 for r in result["rows"]) and result["rows"][0]["speedup_vs_ddpm"] > 0
+  assert [(r["model"], r["ddim_steps"]) for r in result["rows"]] == [
+      ("latent_diffusion (decode=mode)", 2), ("latent_diffusion (decode=sample)", 2), ("ddpm", 2)]
+  assert all(r["images_per_s"] > 0 for r in result["rows"]) and result["rows"][1]["speedup_vs_ddpm"] > 0
   assert (tmp_path / "latent_diffusion_speed.json").exists() and (tmp_path / "latent_diffusion_speed.md").exists()
