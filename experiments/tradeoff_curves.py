@@ -18,8 +18,9 @@ first --condition_images): FID, class agreement, CLIP cosine (caption models) an
 classifier-feature distance of samples sharing a condition), with the same sampler key at every point
 of a row (common random numbers: the neutral point draws the samples `--mode=eval` draws).
 
-Writes OUT/<row>/<form>_<value>.json per point at once (a rerun skips a point whose file has the same
-settings: workdir, step, sample counts, guide), then from every point file OUT/tradeoff.md and the
+Writes OUT/<row>/<form>_<value>.json per point at once, the picture of its first 40 samples beside it
+(.png; a rerun skips a point whose file has the same settings: workdir, step, sample counts, guide),
+then from every point file OUT/tradeoff.md and the
 figures, every family on the same axes, one curve per row and form, the knob's values beside the points:
   OUT/class_agreement_vs_fid.png   fidelity to the label / caption's class against FID (conditional rows)
   OUT/clip_cosine_vs_fid.png       fidelity to the caption (CLIP cosine) against FID (caption rows)
@@ -36,6 +37,7 @@ from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+PICTURE_SAMPLES = 40   # each point's first samples, kept as OUT/<row>/<form>_<value>.png
 METRICS = ("fid", "fid_floor", "kid", "class_agreement", "class_agreement_real", "clip_cosine", "clip_cosine_real",
            "diversity", "diversity_real", "diversity_pairs", "sample_images_per_s", "num_samples", "num_reference",
            "num_conditions")
@@ -152,7 +154,7 @@ def measure_row(row: str, workdir: str, args, judges, guides: dict) -> list[dict
   """Every point of one row not yet measured with these settings; -> all its point records."""
   import jax
   from genfam import registry
-  from genfam.evaluation import sample_quality
+  from genfam.evaluation import images, sample_quality
   from genfam.loop import frozen, train
   from genfam.settings import config_files
 
@@ -192,7 +194,10 @@ def measure_row(row: str, workdir: str, args, judges, guides: dict) -> list[dict
         family.sample, family.eval_params(state), run.sources["test"], run.sources["train"], run.spec, key, judges,
         condition=point_condition, num_samples=args.num_samples, sample_batch_size=draws,
         batch_size=base.eval.batch_size, reference_images=args.reference_images,
-        condition_images=args.condition_images, kid_stats_images=args.kid_stats_images, memo=memo)
+        condition_images=args.condition_images, kid_stats_images=args.kid_stats_images, memo=memo,
+        keep=PICTURE_SAMPLES)
+    first = report.pop("first_samples")   # the first samples, drawn from test conditions 0, 1, ..: the point's picture
+    images.save_grid(path[:-len(".json")] + ".png", first["image"], run.spec.num_bins, columns=10)
     record = {"row": row, "family": base.family, "model_condition": conditioned_on(base),
               "samples_conditioned_on": point_condition or "none", "form": form.name, "key": form.key,
               "value": float(value), "neutral": value == form.neutral, "overrides": overrides, "step": step,

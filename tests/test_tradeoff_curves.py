@@ -110,7 +110,7 @@ def test_every_knob_is_measured_into_a_file_per_point(curves):
           "gan": ("truncation", ("0.5", "off")),
           "ddpm": ("free", ("0", "1", "4"))}
   for row, (form, values) in want.items():
-    assert sorted(os.listdir(os.path.join(out, row))) == sorted(f"{form}_{v}.json" for v in values)
+    assert sorted(os.listdir(os.path.join(out, row))) == sorted(f"{form}_{v}.{e}" for v in values for e in ("json", "png"))
     for v in values:
       with open(os.path.join(out, row, f"{form}_{v}.json")) as f:
         record = json.load(f)
