@@ -20,7 +20,8 @@ of a row (common random numbers: the neutral point draws the samples `--mode=eva
 
 Writes OUT/<row>/<form>_<value>.json per point at once, the picture of its first 40 samples beside it
 (.png; a rerun skips a point whose file has the same settings: workdir, step, sample counts, guide),
-then from every point file OUT/tradeoff.md and the
+then from every point file OUT/tradeoff.md (every point, and per row and form the fidelity bought
+per unit of FID from the model as trained to its most faithful point: `fidelity_per_fid`) and the
 figures, every family on the same axes, one curve per row and form, the knob's values beside the points:
   OUT/class_agreement_vs_fid.png   fidelity to the label / caption's class against FID (conditional rows)
   OUT/clip_cosine_vs_fid.png       fidelity to the caption (CLIP cosine) against FID (caption rows)
@@ -295,6 +296,27 @@ def table(curves: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def fidelity_per_fid(curves: dict, metric: str) -> str:
+  """Markdown: for each (row, form) with `metric`, the neutral point (the model as trained), the point of
+  highest `metric`, and what that fidelity cost: (metric_best - metric_neutral) / (FID_best - FID_neutral),
+  the fidelity bought per unit of FID ('FID falls too' where it costs none)."""
+  lines = [f"| row | form | as trained: {metric} / FID | best {metric}: value, {metric} / FID | "
+           f"gain per unit of FID |", "|---|---|---|---|---|"]
+  for (row, form), records in curves.items():
+    neutral = [r for r in records if r["neutral"]]
+    scored = [r for r in records if isinstance(r["sample_quality"].get(metric), float)
+              and math.isfinite(r["sample_quality"][metric])]
+    if not neutral or not scored:
+      continue
+    n, b = neutral[0]["sample_quality"], max(scored, key=lambda r: (r["sample_quality"][metric], r["neutral"]))
+    q = b["sample_quality"]
+    gain, cost = q[metric] - n[metric], q["fid"] - n["fid"]
+    per = "none gained" if gain <= 0 else ("FID falls too" if cost <= 0 else f"{gain / cost:.4g}")
+    lines.append(f"| {row} | {form} | {n[metric]:.3f} / {n['fid']:.2f} | {_label(b)}: {q[metric]:.3f} / "
+                 f"{q['fid']:.2f} | {per} |")
+  return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def draw_all(out: str) -> list[str]:
   """The table and the three figures from every point file under OUT; -> the paths written."""
   curves = all_points(out)
@@ -308,6 +330,11 @@ def draw_all(out: str) -> list[str]:
                             "diversity (mean feature distance within a condition)")) if p]
   with open(os.path.join(out, "tradeoff.md"), "w") as f:
     f.write(table(curves))
+    for metric in ("clip_cosine", "class_agreement"):
+      summary = fidelity_per_fid(curves, metric)
+      if summary:
+        f.write(f"\nFidelity bought per unit of FID ({metric}): from the model as trained to the knob's value of "
+                f"highest {metric}.\n\n{summary}")
   return paths + [os.path.join(out, "tradeoff.md")]
 
 

@@ -85,6 +85,19 @@ def test_the_evaluation_reports_diversity_beside_fid():
   assert "diversity" in sample_quality.describe(real)
 
 
+def test_fidelity_per_unit_of_fid_is_the_slope_from_the_model_as_trained_to_its_most_faithful_point():
+  from experiments import tradeoff_curves
+  def point(form, value, clip, fid, neutral=False):
+    return {"value": value, "form": form, "neutral": neutral, "sample_quality": {"clip_cosine": clip, "fid": fid}}
+  curves = {("ddpm_caption", "clip"): [point("clip", 0, 0.20, 10.0, True), point("clip", 2, 0.26, 13.0),
+                                       point("clip", 8, 0.25, 30.0)],
+            ("gan_caption", "truncation"): [point("truncation", 0.5, 0.10, 5.0),
+                                            point("truncation", 0, 0.10, 6.0, True)]}
+  rows = tradeoff_curves.fidelity_per_fid(curves, "clip_cosine").splitlines()[2:]
+  assert rows[0].endswith("| 2: 0.260 / 13.00 | 0.02 |")          # (0.26 - 0.20) / (13 - 10)
+  assert rows[1].endswith("| off: 0.100 / 6.00 | none gained |")  # a tie keeps the model as trained
+
+
 # ---------------------------------------------------------------------------------------------- the curves (slow)
 
 ROWS = ("glow", "vae", "gan", "ddpm")      # a knob of every kind: temperature, truncation, guidance
