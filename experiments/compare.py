@@ -47,7 +47,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAR_AWAY_STEPS = 10**9      # train.num_steps of a budgeted run: the budget stops it
@@ -57,13 +57,19 @@ class Entry(NamedTuple):
   """One row of the comparison: configs/<config>.py[:variant] with overrides.
 
   The smoke run uses variant 'smoke' (or '<variant>_smoke'); text_encoder: the
-  run needs model.text_encoder_workdir = the comparison's CLIP.
+  run needs model.text_encoder_workdir = the comparison's CLIP. A two-stage row (a prior
+  over a frozen autoencoder's codes) names its stage-1 Entry in `stage1`: that run trains
+  first, on `stage1.budget_share` of the row's budget, and the prior (this entry) on
+  `budget_share` of it, with model.autoencoder_workdir naming the stage-1 run, so a row's
+  budget counts both stages' training.
   """
   name: str
   config: str
   variant: str = ""
   overrides: tuple = ()
   text_encoder: bool = False
+  stage1: Any = None            # the stage-1 Entry of a two-stage row
+  budget_share: float = 1.0     # this run's share of the row's training budget
 
   def config_arg(self, smoke: bool) -> str:
     variant = (f"{self.variant}_smoke" if self.variant else "smoke") if smoke else self.variant
@@ -84,6 +90,15 @@ ENTRIES = (
     Entry("ddpm_caption", "ddpm", "caption", text_encoder=True),
     Entry("igpt_caption", "igpt", overrides=(("model.condition", "caption"),)),
     Entry("gan_caption", "gan", "caption", text_encoder=True),
+    Entry("aligndraw", "aligndraw"),   # caption-conditional: its own bidirectional LSTM over the words
+    # two-stage rows: half the budget trains the autoencoder (shared by the row pair), half the prior
+    Entry("code_prior", "code_prior", stage1=Entry("vqvae", "vqvae", budget_share=0.5), budget_share=0.5),
+    Entry("code_prior_caption", "code_prior", "caption", stage1=Entry("vqvae", "vqvae", budget_share=0.5),
+          budget_share=0.5),
+    Entry("latent_diffusion", "latent_diffusion",
+          stage1=Entry("latent_autoencoder", "latent_autoencoder", budget_share=0.5), budget_share=0.5),
+    Entry("latent_diffusion_caption", "latent_diffusion", "caption", text_encoder=True,
+          stage1=Entry("latent_autoencoder", "latent_autoencoder", budget_share=0.5), budget_share=0.5),
 )
 
 
@@ -97,8 +112,10 @@ def overrides_for(entry: Entry, args, root: str) -> dict:
     if args.judge_budget_minutes > 0 and not args.smoke:
       out["train.max_train_seconds"] = 60.0 * args.judge_budget_minutes
     return out
-  budget = 60.0 * args.budget_minutes
+  budget = 60.0 * args.budget_minutes * entry.budget_share
   out["train.max_train_seconds"] = budget
+  if entry.stage1 is not None:
+    out["model.autoencoder_workdir"] = os.path.join(root, entry.stage1.name)
   if not args.smoke:  # smoke configs keep their few steps: the budget or the steps, whichever ends first
     out["train.num_steps"] = FAR_AWAY_STEPS
     out["eval.every_seconds"] = budget / args.evals_per_budget
@@ -160,20 +177,38 @@ def command(entry: Entry, workdir: str, overrides: dict, smoke: bool) -> list[st
           *[f"--config.{k}={v}" for k, v in overrides.items()]]
 
 
-def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
-  """Trains / resumes / re-evaluates one entry unless its stamp says it is done; -> its results.json.
-  cores: run the subprocess on these CPU cores only (taskset); () = all."""
+def stage1_overrides(entry: Entry, args) -> dict:
+  """The --config.<key>=<value> of a two-stage row's stage-1 run: its share of the budget, no sample judging."""
+  out = dict(entry.overrides)
+  out.update({"train.progress": False, "train.max_train_seconds": 60.0 * args.budget_minutes * entry.budget_share})
+  if args.dataset:
+    out["data.name"] = args.dataset
+  if not args.smoke:
+    out.update({"train.num_steps": FAR_AWAY_STEPS, "eval.every_seconds": 0.0})
+  return out
+
+
+def train_entry(entry: Entry, root: str, args, cores: tuple = (), stage1_of: Entry | None = None) -> dict:
+  """Trains / resumes / re-evaluates one entry unless its stamp says it is done; -> its results.json
+  (a two-stage row's: train_seconds counts both stages, 'stage1' holds its autoencoder's).
+  cores: run the subprocess on these CPU cores only (taskset); () = all. stage1_of: the row whose
+  stage 1 this entry is."""
   workdir = os.path.join(root, entry.name)
-  overrides = overrides_for(entry, args, root)
+  if entry.stage1 is not None:   # its autoencoder first, on its share of the budget
+    stage1 = train_entry(entry.stage1, root, args, cores, stage1_of=entry)
+  overrides = stage1_overrides(entry, args) if stage1_of is not None else overrides_for(entry, args, root)
   cmd = command(entry, workdir, overrides, args.smoke)
   stamp = {"config": entry.config_arg(args.smoke).replace(REPO + os.sep, ""), "overrides": overrides}
+  if entry.stage1 is not None:   # a prior is trained again when its autoencoder changed
+    stamp["stage1_step"] = stage1["step"]
   stamp_path, results_path = os.path.join(workdir, "compare_stamp.json"), os.path.join(workdir, "results.json")
   if os.path.exists(stamp_path) and os.path.exists(results_path):
     with open(stamp_path) as f:
       if json.load(f) == stamp:
         print(f"{entry.name}: done with these settings ({workdir})", flush=True)
         with open(results_path) as g:
-          return json.load(g)
+          results = json.load(g)
+        return with_stage1(results, stage1) if entry.stage1 is not None else results
   print(f"{entry.name}: $ python -m genfam.main " + " ".join(cmd[3:]).replace(REPO + os.sep, ""), flush=True)
   start = time.time()
   if args.in_process:
@@ -189,7 +224,14 @@ def train_entry(entry: Entry, root: str, args, cores: tuple = ()) -> dict:
   with open(stamp_path, "w") as f:
     json.dump(stamp, f, indent=1)
   with open(results_path) as f:
-    return json.load(f)
+    results = json.load(f)
+  return with_stage1(results, stage1) if entry.stage1 is not None else results
+
+
+def with_stage1(results: dict, stage1: dict) -> dict:
+  """A two-stage row's results: train_seconds of both stages; 'stage1' its autoencoder's step and seconds."""
+  return {**results, "train_seconds": results["train_seconds"] + stage1["train_seconds"],
+          "stage1": {"step": stage1["step"], "train_seconds": stage1["train_seconds"]}}
 
 
 # ---------------------------------------------------------------------------------------- the table

@@ -48,12 +48,16 @@ def rung_label(minutes: float) -> str:
   return f"{minutes:g}min"
 
 
-def train_overrides(entry: compare.Entry, args, minutes: float, judges: str) -> dict:
-  """The --config.<key>=<value> of a row's training run up to a rung of `minutes`."""
+def train_overrides(entry: compare.Entry, args, minutes: float, judges: str, root: str = "") -> dict:
+  """The --config.<key>=<value> of a row's training run up to a rung of `minutes` (its budget_share of
+  them: a two-stage row's prior, whose model.autoencoder_workdir is the rung's kept stage-1 copy under
+  ROOT, or that stage 1 itself)."""
   out = dict(entry.overrides)
   out.update({"train.progress": False, "train.clock": args.clock, "train.final_eval": False,
-              "train.max_train_seconds": 60.0 * minutes, "train.eval_every": 0, "eval.every_seconds": 0.0,
-              "train.sample_every": 0})
+              "train.max_train_seconds": 60.0 * minutes * entry.budget_share, "train.eval_every": 0,
+              "eval.every_seconds": 0.0, "train.sample_every": 0})
+  if entry.stage1 is not None:
+    out["model.autoencoder_workdir"] = os.path.join(root, "rungs", rung_label(minutes), entry.stage1.name)
   if not args.smoke:  # the budget decides where a run stops; smoke configs keep their few steps
     out["train.num_steps"] = FAR_AWAY_STEPS
     out["train.checkpoint_every"] = args.checkpoint_every
@@ -76,7 +80,7 @@ def judge_overrides(entry: compare.Entry, args, judges: str) -> dict:
          "eval.sample_batch_size": max(2, -(-args.num_samples // 4))}   # four draws: the first compiles
   if "extra_num_examples" in config.eval:
     out["eval.extra_num_examples"] = args.test_images
-  if config.family == "vae":       # IWAE-k costs k passes per image: on the first --extra_images
+  if config.eval.get("iwae_k", 0):  # IWAE-k costs k passes per image: on the first --extra_images
     out["eval.extra_num_examples"] = min(args.extra_images, args.test_images)
   if config.family == "gan":       # AIS: on the first --ais_images
     out["eval.num_examples"] = min(args.ais_images, args.test_images)
@@ -119,10 +123,13 @@ def _read(path: str) -> dict:
     return json.load(f)
 
 
-def snapshot(workdir: str, dest: str) -> dict:
+def snapshot(workdir: str, dest: str, stage1: dict | None = None) -> dict:
   """Copies a run's config, training results and latest checkpoint into `dest` (a workdir that
-  --mode=eval can judge); -> the training results (step, train_seconds, train_images_per_s)."""
+  --mode=eval can judge); -> the training results (step, train_seconds, train_images_per_s; a
+  two-stage row's with its kept `stage1` results: train_seconds of both stages)."""
   results = _read(os.path.join(workdir, "results.json"))
+  if stage1 is not None:
+    results = compare.with_stage1(results, stage1)
   step = int(results["step"])
   tmp = dest + ".partial"
   shutil.rmtree(tmp, ignore_errors=True)
@@ -156,19 +163,28 @@ def record_machine(workdir: str, minutes: float, args) -> list:
 
 
 def train_rung(entry, root: str, minutes: float, args, judges: str) -> str:
-  """Trains (or resumes) the row's run to `minutes` and keeps that checkpoint; -> the rung's workdir."""
-  dest = os.path.join(root, "rungs", rung_label(minutes), entry.name)
+  """Trains (or resumes) the row's run to `minutes` and keeps that checkpoint; -> the rung's workdir.
+
+  A two-stage row: its stage-1 run (ROOT/runs/<stage-1 name>, continued from rung to rung) trains to
+  its share of `minutes` and is kept beside the row; then a prior is trained afresh on that frozen
+  copy (ROOT/runs/<row>@<rung>: codes change from rung to rung, so a prior cannot be continued) for
+  the rest; the kept row's train_seconds count both stages."""
+  label = rung_label(minutes)
+  dest = os.path.join(root, "rungs", label, entry.name)
   if os.path.exists(os.path.join(dest, "train_results.json")):
     return dest
-  workdir = os.path.join(root, "runs", entry.name)
-  overrides = train_overrides(entry, args, minutes, judges)
+  stage1 = None
+  if entry.stage1 is not None:
+    stage1 = _read(os.path.join(train_rung(entry.stage1, root, minutes, args, judges), "train_results.json"))
+  workdir = os.path.join(root, "runs", entry.name if stage1 is None else f"{entry.name}@{label}")
+  overrides = train_overrides(entry, args, minutes, judges, root)
   cmd = command(entry, workdir, overrides, args)
   print(f"{entry.name} @ {rung_label(minutes)}: training  $ python -m genfam.main "
         + " ".join(cmd[3:]).replace(REPO + os.sep, ""), flush=True)
   start = time.time()
   _genfam(entry, workdir, overrides, args, os.path.join(workdir, "ladder.log"))
   record_machine(workdir, minutes, args)
-  results = snapshot(workdir, dest)
+  results = snapshot(workdir, dest, stage1)
   print(f"{entry.name} @ {rung_label(minutes)}: step {results['step']}, {results['train_seconds'] / 60:.1f} "
         f"{results.get('train_clock', 'wall')}-minutes of training ({time.time() - start:.0f} s wall)", flush=True)
   return dest
@@ -185,7 +201,7 @@ def judge_rung(entry, root: str, minutes: float, args, judges: str, out: str) ->
   if not os.path.exists(os.path.join(dest, "train_results.json")):
     return None
   trained = _read(os.path.join(dest, "train_results.json"))
-  overrides = {**train_overrides(entry, args, minutes, judges), **judge_overrides(entry, args, judges)}
+  overrides = {**train_overrides(entry, args, minutes, judges, root), **judge_overrides(entry, args, judges)}
   cmd = command(entry, dest, overrides, args, mode="eval")
   print(f"{entry.name} @ {label}: judging  $ python -m genfam.main " + " ".join(cmd[3:]).replace(REPO + os.sep, ""),
         flush=True)
@@ -194,7 +210,7 @@ def judge_rung(entry, root: str, minutes: float, args, judges: str, out: str) ->
   evaluation = _read(os.path.join(dest, f"eval_step_{trained['step']}.json"))
   result = {"step": trained["step"], "train_seconds": trained["train_seconds"],
             "train_clock": trained.get("train_clock", "wall"), "train_images_per_s": trained.get("train_images_per_s"),
-            "peak_rss_mib": trained.get("peak_rss_mib"), "test": evaluation["test"],
+            "peak_rss_mib": trained.get("peak_rss_mib"), "stage1": trained.get("stage1"), "test": evaluation["test"],
             "trained_on": (_read(os.path.join(dest, "ladder_machines.json"))
                            if os.path.exists(os.path.join(dest, "ladder_machines.json")) else None),
             "sample_quality": evaluation["sample_quality"]}

@@ -54,8 +54,13 @@ def test_the_judging_puts_every_row_on_the_same_images_and_samples():
   args = _args()
   for entry in compare.ENTRIES:
     judge = ladder.judge_overrides(entry, args, "/judges")
-    train_keys = ladder.train_overrides(entry, args, 16, "/judges")
-    assert train_keys["train.clock"] == "cpu" and train_keys["train.max_train_seconds"] == 960.0
+    train_keys = ladder.train_overrides(entry, args, 16, "/judges", "/root")
+    assert train_keys["train.clock"] == "cpu" and train_keys["train.max_train_seconds"] == 960.0 * entry.budget_share
+    if entry.stage1 is not None:   # a two-stage row: both stages share the rung's budget; the prior reads the kept stage 1
+      assert entry.budget_share + entry.stage1.budget_share == 1.0
+      assert train_keys["model.autoencoder_workdir"] == f"/root/rungs/16min/{entry.stage1.name}"
+      stage1_keys = ladder.train_overrides(entry.stage1, args, 16, "/judges", "/root")
+      assert stage1_keys["train.max_train_seconds"] == 960.0 * entry.stage1.budget_share
     assert train_keys["train.final_eval"] is False
     assert judge["eval.num_samples"] == 2000 and judge["eval.reference_images"] == 10000
     assert judge["eval.condition_images"] == 1000
@@ -66,7 +71,8 @@ def test_the_judging_puts_every_row_on_the_same_images_and_samples():
       assert train_keys["model.text_encoder_workdir"] == "/judges/clip"
 
 
-SUBSET = ("gan_caption",)   # a caption row: the frozen text encoder, AIS, every agreement column
+SUBSET = ("gan_caption",   # a caption row: the frozen text encoder, AIS, every agreement column
+          "code_prior")    # a two-stage row: its autoencoder kept beside it, a prior per rung
 
 
 def test_each_rung_records_the_processor_that_trained_it(tmp_path, monkeypatch):
@@ -111,6 +117,15 @@ def test_every_rung_of_every_row_is_kept_and_judged(smoke):
   assert "gan_caption" in table and "train.clock=cpu" in table and "Trained on: " in table
   record = json.loads(open(os.path.join(out, "0.01min", f"{SUBSET[0]}.json")).read())
   assert [m["to_minutes"] for m in record["result"]["trained_on"]] == [0.005, 0.01]
+  for rung in ("0.005min", "0.01min"):   # the two-stage row: stage 1 continued, kept, and counted in the budget
+    kept = root / "rungs" / rung / "code_prior"
+    stage1 = json.loads((root / "rungs" / rung / "vqvae" / "train_results.json").read_text())
+    trained = json.loads((kept / "train_results.json").read_text())
+    assert trained["stage1"] == {"step": stage1["step"], "train_seconds": stage1["train_seconds"]}
+    prior = json.loads((root / "runs" / f"code_prior@{rung}" / "results.json").read_text())
+    assert trained["train_seconds"] == pytest.approx(prior["train_seconds"] + stage1["train_seconds"])
+    config = json.loads((kept / "config.json").read_text())
+    assert config["model"]["autoencoder_workdir"] == str(root / "rungs" / rung / "vqvae")
 
 
 @pytest.mark.slow
