@@ -5,10 +5,10 @@
 configs/vae.py's networks, pixel decoder, optimizer and batch with a spatial 7 x 7 x 4 Gaussian latent
 (no dense bottleneck), trained on reconstruction + beta KL with beta = model.kl_weight = 0.01; it
 reports the honest beta = 1 ELBO (kind 'elbo', an upper bound). Stage 2 (configs/latent_diffusion.py)
-trains a diffusion prior on its latents. Headline: not yet measured at a useful budget (5 minutes: ELBO 4.586 +- 0.041 on 500 test images;
-docs/two_stage.md, "Latent diffusion", Measured). docs/two_stage.md, "Latent
-diffusion (Stable Diffusion's recipe)", tells the rest. ':smoke' is the tiny variant the tests run
-(digits, a 4 x 4 x 2 latent).
+trains a diffusion prior on its latents. Headline: not yet measured at a useful budget (5 minutes:
+ELBO 4.586 +- 0.041 on 500 test images). docs/two_stage.md, "Latent diffusion (Stable Diffusion's
+recipe)", tells the rest and its Measured paragraph the command. ':smoke' is the tiny variant the tests
+run (digits, a 4 x 4 x 2 latent).
 """
 from genfam.settings import config_files
 

@@ -13,10 +13,10 @@ VDM's learned schedule (configs/vdm.py's keys). Its likelihood, 'lsgm-100t', is 
 -log2 p(x) / D: the stage-1 decoder, the encoder's negative entropy and the prior's continuous-time
 bound on the latent density from 100 stratified t (':caption': -log p(x | caption)). Samples: DDIM in
 latent space over sample.ddim_steps, guidance weight sample.guidance, then the stage-1 decoder.
-Headline: not yet measured at a useful budget (5 minutes a stage: 4.078 +- 0.066 on 200 test images;
-docs/two_stage.md, "Latent diffusion", Measured). docs/two_stage.md, "Latent diffusion (Stable Diffusion's recipe)", tells
-the rest. ':smoke' and ':caption_smoke' are the tiny variants the tests run (on a configs/latent_autoencoder.py:smoke
-workdir, and for the caption a configs/clip.py:smoke one).
+Headline: not yet measured at a useful budget (5 minutes a stage: 4.078 +- 0.066 on 200 test images).
+docs/two_stage.md, "Latent diffusion (Stable Diffusion's recipe)", tells the rest and its Measured
+paragraph the commands. ':smoke' and ':caption_smoke' are the tiny variants the tests run (on a
+configs/latent_autoencoder.py:smoke workdir, and for the caption a configs/clip.py:smoke one).
 """
 import ml_collections
 

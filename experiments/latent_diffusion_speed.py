@@ -8,10 +8,11 @@ Both in one process, on the same device: configs/latent_diffusion.py (DDIM over 
 the 7 x 7 x 4 latent grid, then the stage-1 decoder: one decoder pass per image) and configs/ddpm.py (DDIM
 over S steps of its U-Net on the 28 x 28 image), unconditional (the null condition: one network call a
 step for both). The latent model is timed with each --decode: the decoder's mode (its most probable grey
-level per pixel, found by a loop over the K = 256 levels: a fixed cost per image) and a draw from p(x|z). Weights: fresh (the timings do not depend on them; the stage 1 of a fresh latent model
-is configs/latent_autoencoder.py at its initial weights), or the EMA weights of trained workdirs (a
-latent workdir brings its stage 1 through the loop). Each sampler is one jitted call; it is compiled
-and run once, then run --repeats times on --num images, and the fastest gives images/s.
+level per pixel, found by a loop over the K = 256 levels: a fixed cost per image) and a draw from p(x|z).
+Weights: fresh (the timings do not depend on them; the stage 1 of a fresh latent model is
+configs/latent_autoencoder.py at its initial weights), or the EMA weights of trained workdirs (a latent
+workdir brings its stage 1 through the loop). Each sampler is one jitted call; it is compiled and run
+once, then run --repeats times on --num images, and the fastest gives images/s.
 Writes <out>/latent_diffusion_speed.json and .md (default out: experiments/results/two_stage).
 """
 import argparse

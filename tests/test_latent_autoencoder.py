@@ -31,7 +31,8 @@ class ElboTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_reported_bound_is_the_beta_one_elbo_from_the_exports(self):
-    """bpd = -log2 p(x|z) / D at z = mean + std eps (eps the log-likelihood's own draw) + KL(q || N(0, I)) / (D log 2)."""
+    """bpd = -log2 p(x|z) / D at z = mean + std eps (eps the log-likelihood's own draw)
+    + KL(q || N(0, I)) / (D log 2)."""
     _, spec, family = _family(kl_weight=0.01)
     batch, rng = _batch(spec), jax.random.PRNGKey(3)
     params = family.eval_params(family.init(jax.random.PRNGKey(0), batch))
