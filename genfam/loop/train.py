@@ -36,7 +36,8 @@ FINAL_EVAL = 2**31 - 1
 # The first samples of the sample-quality evaluation kept in WORKDIR/sample_quality_samples.npz.
 SAMPLE_QUALITY_KEEP = 16
 # The configs of caption-conditional models: the fix named when --caption meets another model.
-CAPTION_CONFIGS = "configs/ddpm.py:caption, configs/gan.py:caption, configs/igpt.py with --config.model.condition=caption"
+CAPTION_CONFIGS = ("configs/ddpm.py:caption, configs/gan.py:caption, configs/igpt.py with --config.model.condition=caption, "
+                   "configs/code_prior.py:caption")
 
 
 class Run:
