@@ -13,8 +13,10 @@ variant the tests run.
 guidance): it reads (x_t, t) of the forward process of its diffusion.schedule / num_steps, which
 must be those of the model it guides (linear / 1000 = configs/ddpm.py; cosine for iddpm.py):
   .venv/bin/python -m genfam.main --config=configs/classifier.py:noisy --workdir=runs/noisy_classifier
-Its number: not yet measured. The maths, commands and tests: docs/guidance.md. ':noisy_smoke'
-is its tiny variant (digits, T = 20 as configs/ddpm.py:smoke).
+Its number: class accuracy 0.533 +- 0.005 at uniform t on the 10000 test images (0.866 for t < 200,
+0.125 for t >= 800) after 4506 steps on a 600 CPU-s budget (not this config's 6000); command, the
+per-t table, the maths and tests: docs/guidance.md. ':noisy_smoke' is its tiny variant (digits,
+T = 20 as configs/ddpm.py:smoke).
 """
 import ml_collections
 
