@@ -5,8 +5,10 @@
       --mode=sample --caption="a photo of a dark ankle boot"
 
 Reports -ELBO on -log p(x | caption) (kind 'elbo', parts decoder and kl) and IWAE-`eval.iwae_k`
-beside it, each test image with its own caption. Headline: not yet measured. Maths, commands and
-tests: docs/results.md, "AlignDRAW". ':smoke' is the tiny variant the tests run.
+beside it, each test image with its own caption. Headline: -ELBO 3.757 +- 0.010 bits/dim on all 10000
+test images (IWAE-100 3.690 +- 0.045 on the first 500) after 600 CPU-seconds (1033 steps of 64,
+--config.train.max_train_seconds=600 --config.train.clock=cpu). Maths, commands and tests:
+docs/results.md, "AlignDRAW". ':smoke' is the tiny variant the tests run.
 """
 from genfam.settings.config_base import base_config
 
