@@ -17,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genfam import registry
 from genfam.data import sources
 from genfam.errors import GenfamError
 from genfam.evaluation import evaluate
 from genfam.families import diffusion
 from genfam.family import METRICS_KIND
-from genfam.loop import train
+from genfam.loop import frozen, train
 from genfam.loop.checkpointing import Checkpointer
 from genfam.loop.logbook import read_metrics
 from tests.conftest import REPO, load_config
@@ -52,7 +51,31 @@ PARTS = {
     ("igpt", "exact"): set(),
     ("aligndraw", "elbo"): {"decoder_bpd", "kl_bpd"},
     ("aligndraw", "iwae"): set(),
+    ("vqvae", "elbo"): {"recon_bpd", "prior_bpd"},
+    ("code_prior", "elbo"): {"decoder_bpd", "prior_bpd"},
+    ("latent_autoencoder", "elbo"): {"recon_bpd", "kl_bpd"},
+    ("latent_diffusion", "lsgm"): {"decoder_bpd", "entropy_bpd", "prior_bpd"},
 }
+
+
+def _stage_one(config, tmp_path):
+  """A two-stage prior's config with model.autoencoder_workdir set to a stage-1 smoke run
+  (configs/<model.autoencoder_config>.py:smoke, trained here once per test); other configs unchanged."""
+  if "autoencoder_workdir" in config.model:
+    workdir = tmp_path / "stage_one"
+    if not workdir.exists():
+      stage_one = load_config(config.model.autoencoder_config)
+      stage_one.train.progress, stage_one.train.final_eval = False, False
+      train.train_and_evaluate(stage_one, str(workdir))
+    config.model.autoencoder_workdir = str(workdir)
+  if "generator_workdir" in config.model:   # the style encoder: a configs/gan.py:smoke run to invert
+    workdir = tmp_path / "generator"
+    if not workdir.exists():
+      generator = load_config("gan")
+      generator.train.progress, generator.train.final_eval = False, False
+      train.train_and_evaluate(generator, str(workdir))
+    config.model.generator_workdir = str(workdir)
+  return config
 
 
 def _restore(config, workdir):
@@ -111,7 +134,7 @@ def _check_ddpm_sampler(config, workdir):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
-  config = load_config(name)
+  config = _stage_one(load_config(name), tmp_path)
   config.train.progress = False
   total = config.train.num_steps
   assert 2 <= total <= 10, "smoke variants stay a few steps"
@@ -119,7 +142,7 @@ def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
 
   # evaluated: every bound the family offers, finite, labelled, with parts that add up
   assert summary["step"] == total and summary["test"]
-  family = registry.make_family(config, sources.dataset_spec(config.data.name))
+  family = frozen.make_family(config, sources.dataset_spec(config.data.name))
   _check_reports(config, family, summary["test"])
   for kind, report in summary["test"].items():
     expected = config.eval.num_examples if kind in (family.likelihood_kind, METRICS_KIND) else (
@@ -134,7 +157,7 @@ def test_smoke_trains_evaluates_samples_and_resumes(name, tmp_path):
 
   # resumed: k steps, restart, N - k steps == N steps (parameters and training metrics; the
   # split run's test numbers are not compared, so it ends at its checkpoints: train.final_eval=False)
-  first = load_config(name)
+  first = _stage_one(load_config(name), tmp_path)
   first.train.progress = False
   first.train.num_steps = total // 2
   first.train.final_eval = False

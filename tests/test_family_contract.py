@@ -32,8 +32,11 @@ def test_unknown_likelihood_kinds_are_refused(kind):
 # Every config in configs/ (smoke variant), and the caption-conditional variants, built with a
 # stand-in for the frozen CLIP text encoder their configs name.
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py")))
-VARIANTS = [(name, "smoke") for name in CONFIGS] + [("ddpm", "caption_smoke"), ("gan", "caption_smoke")]
-GENERATIVE = {"classifier": False, "clip": False}   # every other config is a generative family
+VARIANTS = [(name, "smoke") for name in CONFIGS] + [("ddpm", "caption_smoke"), ("gan", "caption_smoke"),
+                                                    ("classifier", "noisy_smoke"), ("clip", "noisy_smoke"),
+                                                    ("latent_diffusion", "caption_smoke"),
+                                                    ("code_prior", "label_smoke"), ("code_prior", "caption_smoke")]
+GENERATIVE = {"classifier": False, "clip": False, "style_encoder": False}   # every other config is generative
 BATCH, NUM = 4, 3   # abstract shapes: jax.eval_shape traces every function, nothing is compiled or run
 
 
@@ -50,8 +53,26 @@ def _stand_in_text_encoder(tokens):  # int32 [B, L] -> [B, 6] unit norm
 def _family(name, variant):
   c = load_config(name, variant)
   spec = sources.dataset_spec(c.data.name)
-  inputs = {"encode_text": _stand_in_text_encoder} if c.model.get("condition", "") == "caption" else {}
+  text = "text_encoder_workdir" in c.model and (   # as family_inputs: a caption model's or a noisy CLIP's
+      c.model.get("condition", "") == "caption" or c.model.get("noise_conditional", False))
+  inputs = {"encode_text": _stand_in_text_encoder} if text else {}
+  if "autoencoder_workdir" in c.model:   # a two-stage prior: its frozen stage 1 (model.autoencoder_config)
+    inputs["autoencoder"] = _stand_in_autoencoder(c.model.autoencoder_config)
+  if "generator_workdir" in c.model:     # the style encoder: its frozen GAN
+    inputs["generator"] = _stand_in_autoencoder("gan")
   return c, spec, registry.make_family(c, spec, **inputs)
+
+
+def _stand_in_autoencoder(config_name):
+  """A frozen stage-1 model as the loop hands it over (genfam.loop.frozen.Frozen): configs/<config_name>.py's
+  smoke variant with zero parameters of its shapes (nothing is compiled)."""
+  from genfam.loop import frozen
+  c = load_config(config_name)
+  spec = sources.dataset_spec(c.data.name)
+  family = registry.make_family(c, spec)
+  state = jax.eval_shape(family.init, jax.random.PRNGKey(0), frozen.example_batch(spec, 2))
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), family.eval_params(state))
+  return frozen.Frozen(c, spec, params, dict(family.exports or {}), 0)
 
 
 def _batch(spec, size=BATCH):

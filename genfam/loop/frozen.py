@@ -86,7 +86,7 @@ def load_frozen(workdir: str, config_name: str, *, dataset: str = "", key: str =
     raise GenfamError(f"{where} holds a {expected_family} trained on {config.data.name!r}, not {dataset!r}: "
                       f"train one with `{command}`")
   spec = sources.dataset_spec(config.data.name)
-  family = registry.make_family(config, spec)
+  family = make_family(config, spec)   # with the frozen models it names itself (a noisy CLIP's text encoder)
   replicated = sharding.replicated(sharding.data_mesh())
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
                           jax.eval_shape(family.init, jax.random.PRNGKey(0),
@@ -123,18 +123,57 @@ def family_inputs(config, spec) -> dict:
   per-evaluation setup (eval.is_timesteps > 0: the diffusion bound's importance sampler);
   'autoencoder', the `Frozen` stage-1 model of a two-stage family (model.autoencoder_workdir,
   trained by configs/<model.autoencoder_config>.py on the same dataset): its parameters and
-  exported functions (encode / decode / its bound's terms), which the prior calls and never trains."""
+  exported functions (encode / decode / its bound's terms), which the prior calls and never trains;
+  'guide', the noise-conditional classifier or CLIP that steers a diffusion model's sampling
+  (sample.guidance_form 'classifier' or 'clip'; `guide`), and for a noise-conditional CLIP
+  (model.noise_conditional) its frozen text encoder 'encode_text'; 'generator', the `Frozen` GAN of
+  model.generator_workdir (configs/gan.py) whose noise the style encoder regresses."""
   model, inputs = config.get("model", {}), {}
   if "autoencoder_workdir" in model:
     inputs["autoencoder"] = load_frozen(model.get("autoencoder_workdir", ""), model.get("autoencoder_config", ""),
                                         dataset=spec.name, key="model.autoencoder_workdir")
-  if model.get("condition", "") == "caption" and "text_encoder_workdir" in model:
-    # (the image-GPT's caption model embeds the tokens itself: its config names no encoder)
+  if (model.get("condition", "") == "caption" or model.get("noise_conditional", False)) \
+      and "text_encoder_workdir" in model:
+    # (the image-GPT's caption model embeds the tokens itself: its config names no encoder;
+    # a noise-conditional CLIP trains its image tower against this frozen text encoder)
     inputs["encode_text"] = text_encoder(model.get("text_encoder_workdir", ""), spec.name)
+  if "generator_workdir" in model:   # the GAN's style encoder: the frozen GAN it inverts
+    inputs["generator"] = load_frozen(model.get("generator_workdir", ""), "gan", dataset=spec.name,
+                                      key="model.generator_workdir")
+  if config.get("sample", {}).get("guidance_form", "free") in GUIDES:
+    inputs["guide"] = guide(config, spec)
   if config.get("eval", {}).get("is_timesteps", 0) > 0:
     num, captioned = int(config.eval.get("is_pilot_examples", 8)), model.get("condition", "") == "caption"
     inputs["pilot"] = lambda: pilot_batch(config.data, num, captioned)
   return inputs
+
+
+# The gradient-guidance forms of a diffusion model's sampling and the sample.* key naming each guide's workdir.
+GUIDES = {"classifier": "guidance_classifier_workdir", "clip": "guidance_clip_workdir"}
+
+
+def guide(config, spec) -> Callable:
+  """The noise-conditional model of sample.guidance_form ('classifier': configs/classifier.py:noisy,
+  'clip': configs/clip.py:noisy) from its sample.guidance_<form>_workdir, trained on the same dataset
+  and the sampled model's diffusion schedule and T, as a plain function:
+  guide(x_t float [B, H, W, C], t int [B], labels [B] or tokens [B, L]) -> [B], the log p(y | x_t, t)
+  or the logit-scaled caption similarity whose x_t-gradient steers the sampler."""
+  form, d = config.sample.guidance_form, config.diffusion
+  key, workdir = f"sample.{GUIDES[form]}", config.sample.get(GUIDES[form], "")
+  command = (f"python -m genfam.main --config=configs/{form}.py:noisy --workdir=DIR --config.data.name={spec.name} "
+             f"--config.diffusion.schedule={d.schedule} --config.diffusion.num_steps={d.num_steps}"
+             + (" --config.model.text_encoder_workdir=CLIP_DIR" if form == "clip" else ""))
+  if not workdir:
+    raise GenfamError(f"sample.guidance_form={form!r} needs a noise-conditional {form}: train one with `{command}` "
+                      f"and pass --config.{key}=DIR")
+  loaded = load_frozen(workdir, form, dataset=spec.name, key=key)
+  trained_on = loaded.config.get("diffusion", {})
+  if not loaded.config.model.get("noise_conditional", False) or (
+      trained_on.get("schedule"), trained_on.get("num_steps")) != (d.schedule, d.num_steps):
+    raise GenfamError(f"{key}={workdir!r} holds no noise-conditional {form} of this model's forward process "
+                      f"({d.schedule}, T={d.num_steps}): train one with `{command}`")
+  objective, params = loaded.functions["guidance_objective"], loaded.params
+  return lambda x_t, t, condition: objective(params, x_t, t, condition)
 
 
 def pilot_batch(data_config, num: int, with_captions: bool = False) -> dict:
