@@ -211,6 +211,10 @@ def test_the_configs_named_for_captions_are_caption_conditional():
   assert igpt.condition_of(config.model) == "caption"
   for name in ("configs/ddpm.py:caption", "configs/gan.py:caption", "configs/igpt.py"):
     assert name in train.CAPTION_CONFIGS
+  for name, variant in (("code_prior", "caption"), ("latent_diffusion", "caption"), ("aligndraw", "")):
+    config = load_config(name, variant)   # (AlignDRAW is always caption-conditional: no condition key)
+    assert config.model.get("condition", "caption") == "caption" and config.family == name, name
+    assert f"configs/{name}.py{':' + variant if variant else ''}" in train.CAPTION_CONFIGS
 
 
 def test_sampling_with_a_caption_from_an_unconditional_workdir_is_refused(trained, tmp_path):

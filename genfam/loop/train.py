@@ -37,7 +37,7 @@ FINAL_EVAL = 2**31 - 1
 SAMPLE_QUALITY_KEEP = 16
 # The configs of caption-conditional models: the fix named when --caption meets another model.
 CAPTION_CONFIGS = ("configs/ddpm.py:caption, configs/gan.py:caption, configs/igpt.py with --config.model.condition=caption, "
-                   "configs/code_prior.py:caption")
+                   "configs/code_prior.py:caption, configs/latent_diffusion.py:caption, configs/aligndraw.py")
 
 
 class Run:
