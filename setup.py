@@ -24,7 +24,7 @@ setup(
         "matplotlib",
         "scikit-learn",
         "blackjax>=1.2",  # HMC transitions of the GAN's AIS likelihood (genfam.likelihood.ais)
-        "optuna>=4.5",  # experiments.sweep's distributed mode (RDB storage, heartbeats, retries)
+        "optuna>=4.5",  # experiments.studies.sweep's distributed mode (RDB storage, heartbeats, retries)
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel",

@@ -6,7 +6,7 @@
 
 The test bits/dim is an AIS estimate (kind 'ais', a stochastic upper bound) of -log p(x | label)
 (or | caption) under p(y | z, c) = N(G_ema(z, c), sigma^2 I), with sigma^2 chosen on validation
-images held out of the train split (never test): `python -m experiments.gan_ais_sigma`.
+images held out of the train split (never test): `python -m experiments.studies.gan_ais_sigma`.
 Headline: the 4-minute comparison's caption GAN, 7.627 +- 0.060 bits/dim (ais at sigma^2 = 0.04,
 first 25 test images), its AIS checked by BDMC (gap 0.032 +- 0.005 bits/dim). Commands and the
 full story: docs/comparison.md, "Checking the GAN's AIS bound", and docs/results.md, "GAN".
@@ -49,8 +49,8 @@ def get_config(arg=None):
 
   c.eval.batch_size = 50
   c.eval.num_examples = 100      # AIS is the slowest evaluation in the project
-  c.eval.ais_sigma2 = 0.01       # observation variance; choose with experiments/gan_ais_sigma.py
-  c.eval.ais_sigma2_grid = (0.0025, 0.005, 0.01, 0.02, 0.04)   # candidates of experiments/gan_ais_sigma.py
+  c.eval.ais_sigma2 = 0.01       # observation variance; choose with experiments/studies/gan_ais_sigma.py
+  c.eval.ais_sigma2_grid = (0.0025, 0.005, 0.01, 0.02, 0.04)   # candidates of experiments/studies/gan_ais_sigma.py
   c.eval.ais_validation_examples = 50   # how many of the held-out validation images choose sigma^2
   c.eval.ais_steps = 100         # intermediate distributions T (sigmoid schedule)
   c.eval.ais_chains = 4          # chains per image, combined by log-mean-exp

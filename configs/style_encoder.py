@@ -7,7 +7,7 @@ Trained by the one loop on G(z, c) samples of the frozen generator (z ~ N(0, I),
 example's label or caption), never updating G. Not generative: it reports per test image the latent
 error of generated images (headline latent_explained = 1 - latent_mse) and the pixel RMSE of redrawing
 a real test image from its inferred style. Number: not yet measured. The maths:
-genfam/families/auxiliary/style_encoder.py; the style-transfer pictures: experiments/gan_style_transfer.py.
+genfam/families/auxiliary/style_encoder.py; the style-transfer pictures: experiments/studies/gan_style_transfer.py.
 ':smoke' is the tiny variant the tests run (it needs a configs/gan.py:smoke workdir).
 """
 from genfam.settings import config_base

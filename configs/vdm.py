@@ -32,7 +32,7 @@ def get_config(arg=None):
   c.sample = sample
   # DDPM's importance-sampled bound (eval.is_*) is not VDM's: its continuous-time estimate already spends
   # under 1% of its variance on t at eval_t = 100 stratified t, and the integrand's RMS is nearly flat in t
-  # (measured: python -m experiments.diffusion_importance vdm), so IS over t would buy nothing.
+  # (measured: python -m experiments.studies.diffusion_importance vdm), so IS over t would buy nothing.
   for key in [k for k in c.eval if k.startswith("is_")]:
     del c.eval[key]
   if arg == "smoke":

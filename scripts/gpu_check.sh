@@ -51,7 +51,7 @@ timeout "${TESTS_S:-240}" $PY -m pytest -q -n "${WORKERS:-8}" -p no:cacheprovide
 echo "tests rc=$?" | tee -a "$out/tests.log"
 tail -25 "$out/tests.log"
 
-timeout "${BENCH_S:-150}" $PY -m experiments.benchmark_speed --steps=20 \
+timeout "${BENCH_S:-150}" $PY -m experiments.benchmarks.benchmark_speed --steps=20 \
   --configs="${BENCH_CONFIGS:-ddpm,igpt@model.depth=4,glow}" --out="$out/benchmark_speed.json" \
   > "$out/benchmark_speed.log" 2>&1
 echo "benchmark rc=$?" | tee -a "$out/benchmark_speed.log"

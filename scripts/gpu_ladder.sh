@@ -4,7 +4,7 @@
 # kept and judged at rungs of GPU wall-clock seconds (train.clock=wall: --rungs in minutes, default
 # 3, 6 and 12 GPU-seconds), the judges (classifier, CLIP) capped at 30 GPU-seconds each, then training
 # images/s and the fraction of the device's fp32 / bf16 matmul rate each family reaches
-# (experiments.benchmark_speed). Results go to OUT_DIR/ladder-<device> (copy them to
+# (experiments.benchmarks.benchmark_speed). Results go to OUT_DIR/ladder-<device> (copy them to
 # experiments/results/ladder/gpu/ beside the CPU ladder), runs to OUT_DIR/runs.
 #
 #   bash scripts/gpu_ladder.sh OUT_DIR [RUNGS]          # e.g. RUNGS=0.05,0.1,0.2 (minutes)
@@ -25,10 +25,10 @@ mkdir -p "$results"
 smoke=(); [ -n "${SMOKE:-}" ] && smoke=(--smoke)
 only=(); [ -n "${ONLY:-}" ] && only=(--only="$ONLY")
 start=$(date +%s)
-$PY -m experiments.ladder --in_process --clock=wall --rungs="$rungs" --root="$out/runs" --out="$results" \
+$PY -m experiments.comparison.ladder --in_process --clock=wall --rungs="$rungs" --root="$out/runs" --out="$results" \
   --judge_budget_minutes=0.5 "${smoke[@]}" "${only[@]}" 2>&1 | tee "$out/ladder.log"
 configs=independent,realnvp,glow,vae,ddpm,iddpm,vdm,igpt,gan
 [ -n "${SMOKE:-}" ] && configs=vae:smoke
-$PY -m experiments.benchmark_speed --configs="$configs" --steps="${BENCH_STEPS:-10}" \
+$PY -m experiments.benchmarks.benchmark_speed --configs="$configs" --steps="${BENCH_STEPS:-10}" \
   --out="$results/benchmark_speed.json" 2>&1 | tee "$out/benchmark_speed.log"
 echo "gpu_ladder: $(( $(date +%s) - start )) s on $device; results in $results"

@@ -1,11 +1,11 @@
-"""experiments.benchmark_eval: every bound of a trained smoke run timed in float32 and bfloat16."""
+"""experiments.benchmarks.benchmark_eval: every bound of a trained smoke run timed in float32 and bfloat16."""
 import json
 import subprocess
 import sys
 
 import pytest
 
-from experiments import benchmark_eval
+from experiments.benchmarks import benchmark_eval
 from tests.conftest import REPO
 from tests.test_benchmark_speed import expected_malloc, started_by_hand
 
@@ -27,7 +27,7 @@ def test_every_bound_in_both_dtypes_on_the_same_images(tmp_path):
   rows = [{"workdir": "w", "kind": k, "dtype": "float32", "bpd_minus_float32": None, **r} for k, r in fp32.items()]
   assert "| w | elbo | float32 | 12 |" in benchmark_eval.markdown(rows) and json.dumps(rows)
   # Started by hand, it restarts under the run's train.malloc, as genfam.main --mode=eval would.
-  proc = subprocess.run([sys.executable, "-m", "experiments.benchmark_eval", str(tmp_path), "--num_examples=4",
+  proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks.benchmark_eval", str(tmp_path), "--num_examples=4",
                          "--dtypes=float32"], cwd=REPO, env=started_by_hand(), capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""experiments.benchmark_speed: config entries with overrides, and one timed step of a smoke config."""
+"""experiments.benchmarks.benchmark_speed: config entries with overrides, and one timed step of a smoke config."""
 import json
 import math
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from experiments import benchmark_speed
+from experiments.benchmarks import benchmark_speed
 from genfam.cpu import host_memory
 from tests.conftest import REPO
 
@@ -39,7 +39,7 @@ def test_a_smoke_step_is_timed_with_its_flops():
 @pytest.mark.slow
 def test_main_runs_under_the_configs_malloc(tmp_path):
   out = tmp_path / "bench.json"
-  proc = subprocess.run([sys.executable, "-m", "experiments.benchmark_speed", "--configs=vae:smoke", "--steps=1",
+  proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks.benchmark_speed", "--configs=vae:smoke", "--steps=1",
                          f"--out={out}"], cwd=REPO, env=started_by_hand(), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())

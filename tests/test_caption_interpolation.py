@@ -1,4 +1,4 @@
-"""Caption interpolation (experiments/caption_interpolation.py) for the caption GAN and caption diffusion.
+"""Caption interpolation (experiments/studies/caption_interpolation.py) for the caption GAN and caption diffusion.
 
 The path's ends are the two embeddings, linear's midpoint is their mean and slerp stays on the unit
 sphere; the grid's first and last columns are exactly the family's own samples for the two sentences
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import caption_interpolation as ci
+from experiments.studies import caption_interpolation as ci
 from genfam import registry
 from genfam.data import captions, sources
 from genfam.errors import GenfamError

@@ -318,9 +318,9 @@ def test_caption_sampling_through_the_cli_and_a_wrong_workdir(stage_one_workdir,
 
 @pytest.mark.slow
 def test_sampling_speed_script_runs_tiny(tmp_path):
-  """experiments/two_stage_sampling_speed.py on the smoke configs: both models sample, in one process,
+  """experiments/benchmarks/two_stage_sampling_speed.py on the smoke configs: both models sample, in one process,
   with their sequential steps counted (a 4x4 code grid against 64 pixels); no timing is asserted."""
-  from experiments import two_stage_sampling_speed
+  from experiments.benchmarks import two_stage_sampling_speed
   out = tmp_path / "speed.json"
   result = two_stage_sampling_speed.main(["--smoke", "--num=2", "--repeats=1", f"--out={out}"])
   with open(out) as f:

@@ -1,6 +1,6 @@
 """The whole comparison in smoke form: judges, every smoke config, one evaluation, table, plots, notebook.
 
-`python -m experiments.compare --smoke` in this process (each run is an ordinary
+`python -m experiments.comparison.compare --smoke` in this process (each run is an ordinary
 loop run), then: one row per entry, every cell of the table filled, every number
 finite; the agreement cells say 'n/a' exactly where they do not apply (unconditional
 samples: no agreement; label models: class agreement only); a rerun with unchanged
@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from experiments import compare
+from experiments.comparison import compare
 from tests.conftest import REPO, load_config
 
 ALWAYS = ("bpd", "bpd_stderr", "test_images", "likelihood_seconds_per_image", "fid", "fid_floor", "kid", "kid_std",
@@ -29,7 +29,7 @@ AGREEMENT_COLUMNS = (8, 9, 10)  # class, attribute, CLIP columns of compare.md
 # All twelve entries take ~3 min on a loaded 2-core machine; this subset covers every condition
 # (none, label, caption) and the kinds of number that need their own handling (exact; an ELBO with
 # an extra IWAE bound; AIS's stochastic bound), in a fraction of that (the suite's time budget);
-# every config's own smoke run is in test_configs_e2e. `python -m experiments.compare --smoke`
+# every config's own smoke run is in test_configs_e2e. `python -m experiments.comparison.compare --smoke`
 # runs all twelve.
 SUBSET = ("independent", "vae", "gan", "igpt_caption")
 
@@ -105,7 +105,7 @@ def test_the_notebook_shows_the_files(smoke, monkeypatch):
 
 
 def _args(*argv):
-  """The parsed flags of experiments.compare that overrides_for reads ('--key=value' strings)."""
+  """The parsed flags of experiments.comparison.compare that overrides_for reads ('--key=value' strings)."""
   ns = {"dataset": "", "smoke": False, "budget_minutes": 4.0, "judge_budget_minutes": 30.0, "num_samples": 500,
         "eval_images": 0, "parallel": 1,
         "evals_per_budget": 4, "test_images": 0, "ais_steps": 0, "ais_chains": 0, "judges_from": ""}

@@ -1,4 +1,4 @@
-"""experiments.mixed_precision and experiments.kernel_probe --phases / --pointwise / --conv_grads /
+"""experiments.benchmarks.mixed_precision and experiments.probes.kernel_probe --phases / --pointwise / --conv_grads /
 --dot_forms / --allreduce run end to end on tiny settings."""
 import json
 import subprocess
@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import kernel_probe, mixed_precision
+from experiments.benchmarks import mixed_precision
+from experiments.probes import kernel_probe
 
 
 @pytest.mark.slow
@@ -64,7 +65,7 @@ def test_the_allreduce_probe_times_both_forms_on_two_devices_and_refuses_one(tmp
   import sys
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out_path = tmp_path / "allreduce.json"
-  command = [sys.executable, "-m", "experiments.kernel_probe", "--allreduce", "--arrays=4", "--floats=64", "--reps=1",
+  command = [sys.executable, "-m", "experiments.probes.kernel_probe", "--allreduce", "--arrays=4", "--floats=64", "--reps=1",
              f"--out={out_path}"]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
@@ -118,9 +119,9 @@ def test_dot_operand_dtypes_reads_each_dot_of_optimized_hlo():
 @pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_amx_attention_check_products_equal_blocked_attention_with_gradients(jit):
-  """experiments/igpt_step_probe.py's +chunked_attention mode computes the same attention and
+  """experiments/probes/igpt_step_probe.py's +chunked_attention mode computes the same attention and
   gradients as nets.transformer.blocked_causal_attention (float64, exact up to rounding)."""
-  from experiments import igpt_step_probe as igpt_step
+  from experiments.probes import igpt_step_probe as igpt_step
   from genfam.nets import transformer
   with jax.enable_x64(True):
     keys = jax.random.split(jax.random.PRNGKey(0), 4)

@@ -1,10 +1,10 @@
-"""Known answers for experiments/flop_count.py: PyTorch's FlopCounterMode convention
+"""Known answers for experiments/benchmarks/flop_count.py: PyTorch's FlopCounterMode convention
 (2 FLOPs per multiply-add of matmuls and convolutions, nothing else)."""
 import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments.flop_count import matmul_conv_flops
+from experiments.benchmarks.flop_count import matmul_conv_flops
 
 
 def conv(x, w, stride=1, groups=1):

@@ -1,4 +1,4 @@
-"""Bidirectional Monte Carlo on a trained GAN (`experiments/gan_bdmc.py`).
+"""Bidirectional Monte Carlo on a trained GAN (`experiments/studies/gan_bdmc.py`).
 
 The smoke GAN (configs/gan.py:smoke, digits, 4 steps) trained through the
 normal loop; BDMC on 2 simulated examples at T = 2 and 8 with 2 chains:
@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments import gan_bdmc
+from experiments.studies import gan_bdmc
 from genfam.loop import train
 from genfam.errors import GenfamError
 from tests.conftest import load_config

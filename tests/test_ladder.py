@@ -1,4 +1,4 @@
-"""The budget ladder (experiments/ladder.py) and the loop pieces it stands on.
+"""The budget ladder (experiments/comparison/ladder.py) and the loop pieces it stands on.
 
 Fast: the CPU training clock counts the process's CPU time and not time spent waiting;
 train.final_eval=False ends a run at its checkpoint, which --mode=eval then judges; the
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from experiments import compare, ladder
+from experiments.comparison import compare, ladder
 from genfam.loop import cadence, train
 from tests.conftest import load_config
 

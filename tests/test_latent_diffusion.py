@@ -303,8 +303,8 @@ def test_two_stages_train_evaluate_and_sample_a_sentence_through_the_cli(clip_wo
 
 @pytest.mark.slow
 def test_speed_script_times_both_samplers_at_the_same_steps(tmp_path):
-  """experiments/latent_diffusion_speed.py at tiny size: a row per model and DDIM step count, the ratio."""
-  from experiments import latent_diffusion_speed
+  """experiments/benchmarks/latent_diffusion_speed.py at tiny size: a row per model and DDIM step count, the ratio."""
+  from experiments.benchmarks import latent_diffusion_speed
   result = latent_diffusion_speed.main(["--smoke", "--num=2", "--steps", "2", "--repeats=1", f"--out={tmp_path}"])
   assert [(r["model"], r["ddim_steps"]) for r in result["rows"]] == [
       ("latent_diffusion (decode=mode)", 2), ("latent_diffusion (decode=sample)", 2), ("ddpm", 2)]

@@ -2,7 +2,7 @@
 switch), and after the same smoke steps a test bits/dim within 2% of float32's.
 
 2% is the stated tolerance of the smoke configs (4 steps, tiny nets on 8x8 digits); the real
-runs' difference is measured by experiments.mixed_precision and reported in the README.
+runs' difference is measured by experiments.benchmarks.mixed_precision and reported in the README.
 """
 import math
 

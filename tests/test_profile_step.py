@@ -1,9 +1,10 @@
-"""experiments.profile_step: HLO operations mapped to what they compute, and a traced smoke step."""
+"""experiments.probes.profile_step: HLO operations mapped to what they compute, and a traced smoke step."""
 import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments import benchmark_speed, profile_step
+from experiments.benchmarks import benchmark_speed
+from experiments.probes import profile_step
 
 
 @pytest.fixture(scope="module")

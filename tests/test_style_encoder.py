@@ -3,7 +3,7 @@
 With a stand-in frozen GAN (configs/gan.py:smoke at random weights, handed over as the loop hands a
 `Frozen`): the loss is the latent error of S on G(z, c) computed by hand with the same key; the test
 metrics follow their formulas; training on the one update lowers the latent error; G never changes;
-a missing generator is a one-line error; style transfer (experiments/gan_style_transfer.py) renders
+a missing generator is a one-line error; style transfer (experiments/studies/gan_style_transfer.py) renders
 G(S(x), c) beside each real x. Slow: configs/style_encoder.py:smoke end to end on the loop against a
 trained GAN smoke workdir restored by genfam.loop.frozen, then the style-transfer picture.
 """
@@ -88,7 +88,7 @@ def test_a_missing_or_wrong_generator_is_a_one_line_error(generator):
 
 
 def test_style_transfer_renders_each_images_style_under_each_condition(generator):
-  from experiments import gan_style_transfer
+  from experiments.studies import gan_style_transfer
   family = style_encoder.make(load_config("style_encoder"), DIGITS, generator=generator)
   real = _batch(3)["image"]
   params = family.eval_params(jax.jit(family.init)(jax.random.PRNGKey(0), _batch()))
@@ -113,7 +113,7 @@ def test_smoke_trains_on_the_loop_against_a_trained_gan(tmp_path):
   report = summary["test"]["metrics"]
   assert report["headline"] == "latent_explained" and 0 <= report["latent_explained"] <= 1
   assert 0 <= report["image_rmse"] <= 1 and report["num_examples"] == config.eval.num_examples
-  from experiments import gan_style_transfer
+  from experiments.studies import gan_style_transfer
   out = gan_style_transfer.main([f"--workdir={tmp_path / 'style'}", "--to=0,5,9", "--images=4",
                                  f"--out={tmp_path / 'style.png'}"])
   assert os.path.getsize(out) > 0

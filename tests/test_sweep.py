@@ -27,12 +27,12 @@ CONFIG = "configs/independent.py:smoke"
 
 
 def _sweep(*args, **kwargs):
-  return subprocess.run([sys.executable, "-m", "experiments.sweep", *args], cwd=REPO, capture_output=True,
+  return subprocess.run([sys.executable, "-m", "experiments.studies.sweep", *args], cwd=REPO, capture_output=True,
                         text=True, **kwargs)
 
 
 def _worker(storage, study, *extra):
-  return subprocess.Popen([sys.executable, "-m", "experiments.sweep", "--mode=worker", f"--storage={storage}",
+  return subprocess.Popen([sys.executable, "-m", "experiments.studies.sweep", "--mode=worker", f"--storage={storage}",
                            f"--study={study}", *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
 

@@ -1,4 +1,4 @@
-"""The diversity measure (genfam/evaluation/sample_quality.py) and the trade-off curves (experiments/tradeoff_curves.py).
+"""The diversity measure (genfam/evaluation/sample_quality.py) and the trade-off curves (experiments/comparison/tradeoff_curves.py).
 
 Diversity: identical samples give exactly 0; the blocked Gram computation equals a brute-force
 double loop over the pairs that share a condition; groups are exact labels / caption rows; the
@@ -86,7 +86,7 @@ def test_the_evaluation_reports_diversity_beside_fid():
 
 
 def test_fidelity_per_unit_of_fid_is_the_slope_from_the_model_as_trained_to_its_most_faithful_point():
-  from experiments import tradeoff_curves
+  from experiments.comparison import tradeoff_curves
   def point(form, value, clip, fid, neutral=False):
     return {"value": value, "form": form, "neutral": neutral, "sample_quality": {"clip_cosine": clip, "fid": fid}}
   curves = {("ddpm_caption", "clip"): [point("clip", 0, 0.20, 10.0, True), point("clip", 2, 0.26, 13.0),
@@ -107,7 +107,7 @@ ROWS = ("glow", "vae", "gan", "ddpm")      # a knob of every kind: temperature, 
 def curves(tmp_path_factory):
   """Smoke workdirs and judges trained by the comparison's smoke run, then every knob swept on them
   at two values, with the sample counts of that run's own evaluation (so the neutral points repeat it)."""
-  from experiments import compare, tradeoff_curves
+  from experiments.comparison import compare, tradeoff_curves
   root, out = tmp_path_factory.mktemp("rows"), tmp_path_factory.mktemp("tradeoff")
   compare.main(["--smoke", "--in_process", f"--root={root}", f"--only={','.join(ROWS)}", "--no-sampling_speed"])
   argv = [f"--workdirs={root}", f"--judges={root}", f"--out={out}", "--num_samples=32", "--reference_images=32",
@@ -149,7 +149,7 @@ def test_the_neutral_point_repeats_the_rows_own_evaluation(curves):
 
 @pytest.mark.slow
 def test_a_rerun_measures_nothing(curves, capsys):
-  from experiments import tradeoff_curves
+  from experiments.comparison import tradeoff_curves
   root, out, argv, _ = curves
   before = {p: os.path.getmtime(os.path.join(out, p)) for p in ("glow/temperature_0.5.json", "ddpm/free_4.json")}
   capsys.readouterr()

@@ -14,7 +14,7 @@ label runs at ~60 GFLOP/s, but inside a loop (`lax.fori_loop`, `lax.scan`: where
 AIS's HMC computes its gradients) the 'HWOI' convolution takes 111 ms per call
 against 3 ms for the same product with an 'HWIO' kernel: 37x slower. The
 generator's two transposed convolutions took 83% of the GAN's AIS
-(`python -m experiments.profile_step --eval --configs=gan@...`). So the input
+(`python -m experiments.probes.profile_step --eval --configs=gan@...`). So the input
 gradient here is computed through the same transposed convolution written on the
 kernel with its axes swapped ahead of time (jnp.swapaxes, a tiny copy), which
 JAX's transpose rule turns into an 'HWIO' convolution; values are the same
@@ -24,7 +24,7 @@ On the CPU the forward product, and with it the kernel gradient (JAX's transpose
 of it), is computed phase by phase (`cpu.phase_conv.input_dilated_conv`): the
 dilated-input convolution lax writes multiplies 4x as many terms at stride 2, mostly
 zeros, on a slow path. Forward + backward of the GAN generator's two layers at batch
-64, on two cores, went from 104 and 230 ms to 7.5 and 35 ms (`experiments.kernel_probe
+64, on two cores, went from 104 and 230 ms to 7.5 and 35 ms (`experiments.probes.kernel_probe
 --phases` compares lax's own form with this one). Reverse mode
 only (jax.custom_vjp): nothing differentiates the generator forward-mode.
 """

@@ -13,7 +13,7 @@ into c chunks,
 
 the same sum in another order, XLA lowers it to a physical transpose of both operands and
 one canonical [K, M] @ [M, N] product, which YNNPACK runs on AMX. On an AMX Xeon (2 cores,
-JAX 0.11.2; `python -m experiments.kernel_probe --dot_forms`,
+JAX 0.11.2; `python -m experiments.probes.kernel_probe --dot_forms`,
 experiments/results/throughput/amx/) the image-GPT's kernel gradients in bfloat16 ran at
 94-109 GFLOP/s as JAX writes them and 284-420 chunked, and its training step in bfloat16
 took 2.6 s instead of 6.7 (float32: 2.4 s), one run each.

@@ -16,7 +16,7 @@ with the padding of lax's 'SAME' / 'VALID' rules.
 
 Why 'xla' is the default everywhere: the matmul form was written to reach the CPU's
 bfloat16 matrix units (AMX), which XLA's convolutions do not use; measured on the
-2-core AMX machine (`python -m experiments.kernel_probe`, forward + backward, batch 64,
+2-core AMX machine (`python -m experiments.probes.kernel_probe`, forward + backward, batch 64,
 28x28, 3x3) it is slower than XLA's convolution in bfloat16 (57 vs 98 GFLOP/s at 64
 channels, 111 vs 128 at 128) and within 10% of it in float32, because XLA's bfloat16
 GEMMs with transposed operands (the backward pass) do not reach AMX either. The probe
@@ -59,7 +59,7 @@ def pointwise_conv(x, kernel, accumulate=jnp.float32):
   """A 1x1 stride-1 convolution as the matmul it is: x [B, H, W, Cin] @ kernel[0, 0] [Cin, Cout]
   -> [B, H, W, Cout]. On the CPU its weight gradient is then one GEMM over (B, H, W) with a
   transposed operand, where XLA's convolution path first copies the activations into a
-  [Cin, H, W, B] layout (`python -m experiments.kernel_probe --pointwise`)."""
+  [Cin, H, W, B] layout (`python -m experiments.probes.kernel_probe --pointwise`)."""
   return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=accumulate)
 
 

@@ -26,7 +26,7 @@ upsampled input at the input's resolution (its docstring).
 
 Why: XLA:CPU runs the dilated form on a slow path ('convolution-base-dilated' in a
 profile). Measured on the 2-core AVX-512 machine (jax 0.10.2, float32, forward +
-backward of one layer at batch 64, one core: `python -m experiments.kernel_probe --phases`):
+backward of one layer at batch 64, one core: `python -m experiments.probes.kernel_probe --phases`):
 the GAN generator's 4x4 stride-2 transposed convolutions, 64 -> 64 channels at 7x7 ->
 14x14 and 64 -> 32 at 14x14 -> 28x28, take 208 and 467 ms in lax's form, 26 and 103 ms
 by phases; the strided convolutions of its discriminator and the U-Net's and VAE's

@@ -42,7 +42,7 @@ of the test mean with the timestep sampling's variance included:
 (sum_t L_t^2 / q_t - S^2) / k; stratified: sum_j Var_{P_j}(L / q) / k^2).
 
 Measured (configs/iddpm.py trained 600 s, 309 steps of 32; Fashion-MNIST; the shared 2-core CPU;
-`python -m experiments.diffusion_importance terms|design|run`): the full bound on the first 100
+`python -m experiments.studies.diffusion_importance terms|design|run`): the full bound on the first 100
 test images is 4.1374 +- 0.0875 bits/dim (100,000 network passes, 1,765 s); 'vlb-is-10t' (8 pilot
 training images x 59 grid t = 472 passes, u = 0.1, stratified) on the first 1,000 is
 4.0166 +- 0.0284 (11,000 passes + the pilot, 147 s), and on the same first 100 4.1421 +- 0.0867,

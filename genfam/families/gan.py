@@ -47,7 +47,7 @@ stochastic lower bound on log p(y | c), so the bits/dim
       = density_bpd + discretization_bpd (= log2 K)
 is a stochastic upper bound on the model's. sigma^2 = eval.ais_sigma2 is
 chosen on validation images carved from the TRAIN split by
-`experiments/gan_ais_sigma.py` (never on test) and passed on the command line;
+`experiments/studies/gan_ais_sigma.py` (never on test) and passed on the command line;
 the report carries 'sigma2', 'ais_steps', 'ais_chains' with the number.
 The likelihood is conditional: -log p(x | label) or -log p(x | caption).
 """
@@ -284,7 +284,7 @@ def log_likelihood_fn(gan: GAN, num_dims: int, num_bins: int, sigma2: float, num
   {'bpd', 'density_bpd', 'discretization_bpd', 'sigma2', 'ais_steps', 'ais_chains',
   'ais_acceptance', 'ais_step_size'}; bpd = density_bpd + discretization_bpd."""
   if sigma2 <= 0:
-    raise GenfamError(f"eval.ais_sigma2={sigma2} must be > 0; pick it with experiments/gan_ais_sigma.py")
+    raise GenfamError(f"eval.ais_sigma2={sigma2} must be > 0; pick it with experiments/studies/gan_ais_sigma.py")
 
   def log_likelihood(params, batch, rng):
     k_deq, k_ais = jax.random.split(rng)

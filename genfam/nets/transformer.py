@@ -99,7 +99,7 @@ def blocked_causal_attention(q, k, v, mask, query_block: int, products=(logits_p
   that slice a cheap pad. Slicing [B, T, H, Dh] instead (one dot_product_attention
   call per block) made XLA:CPU sum the blocks' key and value gradients in strided,
   transposing fusions: the three largest operations of the image-GPT's step at depth 4
-  (166-181 ms each of a 1974 ms step; `python -m experiments.profile_step
+  (166-181 ms each of a 1974 ms step; `python -m experiments.probes.profile_step
   --configs=igpt@model.depth=4`, query_block=56). Heads-major, the step runs 1.23-1.31x
   faster at that block size, and layout copies are 15% of its operation time at
   query_block=196 (the config's default) where they were 39%. `products` are the two batched

@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
                                   # process's CPU seconds, all threads: on one pinned core, a budget a busy machine
                                   # does not shrink; genfam/loop/cadence.py)
   c.train.final_eval = True       # False: end after the final checkpoint, without the test evaluation and the sample
-                                  # grid (judge it later with --mode=eval, as experiments/ladder.py does)
+                                  # grid (judge it later with --mode=eval, as experiments/comparison/ladder.py does)
   c.train.cpu_devices = 0         # CPU backend only: data-parallel devices per process (0: one per usable core,
                                   # lowered to divide the batch into parts of >= 8 rows); set by genfam.main
                                   # before JAX starts (genfam/cpu/xla_cpu.py); GPU and TPU are untouched

@@ -1,7 +1,7 @@
 """Where a training step's time goes: one jax.profiler trace per config, by XLA operation.
 
-  python -m experiments.profile_step                          # the default configs
-  python -m experiments.profile_step --configs=glow,ddpm@model.dtype=bfloat16 --steps=5
+  python -m experiments.probes.profile_step                          # the default configs
+  python -m experiments.probes.profile_step --configs=glow,ddpm@model.dtype=bfloat16 --steps=5
 
 For each config it builds the loop's jitted update exactly as `benchmark_speed`
 does, runs two warm-up steps, then traces `--steps` steps with `jax.profiler`
@@ -41,7 +41,7 @@ import time
 
 import jax
 
-from experiments.benchmark_speed import DEFAULT_CONFIGS, CompiledStep, load_entry
+from experiments.benchmarks.benchmark_speed import DEFAULT_CONFIGS, CompiledStep, load_entry
 from genfam import sharding
 from genfam.loop import train
 

@@ -1,8 +1,8 @@
 """Sampling speed of latent diffusion against pixel-space diffusion at the same number of DDIM steps.
 
-  python -m experiments.latent_diffusion_speed                      # configs at full size, fresh weights
-  python -m experiments.latent_diffusion_speed --smoke --num=4 --steps=2 --out=/tmp/speed   # tiny (the test's)
-  python -m experiments.latent_diffusion_speed --latent_workdir=runs/latent_diffusion --pixel_workdir=runs/ddpm
+  python -m experiments.benchmarks.latent_diffusion_speed                      # configs at full size, fresh weights
+  python -m experiments.benchmarks.latent_diffusion_speed --smoke --num=4 --steps=2 --out=/tmp/speed   # tiny (the test's)
+  python -m experiments.benchmarks.latent_diffusion_speed --latent_workdir=runs/latent_diffusion --pixel_workdir=runs/ddpm
 
 Both in one process, on the same device: configs/latent_diffusion.py (DDIM over S steps of its U-Net on
 the 7 x 7 x 4 latent grid, then the stage-1 decoder: one decoder pass per image) and configs/ddpm.py (DDIM

@@ -1,13 +1,13 @@
 """Which kernels reach this CPU's matrix units: GEMM and 3x3 convolutions, fp32 vs bfloat16, through XLA.
 
-  python -m experiments.kernel_probe                         # the default shapes
-  python -m experiments.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
-  python -m experiments.kernel_probe --phases          # lax's dilated-input forms vs cpu.phase_conv's
-  python -m experiments.kernel_probe --pointwise --batch=32   # 1x1 convolutions: lax vs one matmul
-  python -m experiments.kernel_probe --conv_grads --batch=32  # a 3x3 convolution's forward, input and kernel gradient
-  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.kernel_probe --allreduce
-  python -m experiments.kernel_probe --dot_forms       # a dense layer's three products, fp32 vs bf16
-  python -m experiments.kernel_probe --attention_forms # the blocked attention's batched products, fp32 vs bf16
+  python -m experiments.probes.kernel_probe                         # the default shapes
+  python -m experiments.probes.kernel_probe --batch=64 --size=28 --channels=64,128 --out=probe.json
+  python -m experiments.probes.kernel_probe --phases          # lax's dilated-input forms vs cpu.phase_conv's
+  python -m experiments.probes.kernel_probe --pointwise --batch=32   # 1x1 convolutions: lax vs one matmul
+  python -m experiments.probes.kernel_probe --conv_grads --batch=32  # a 3x3 convolution's forward, input and kernel gradient
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.probes.kernel_probe --allreduce
+  python -m experiments.probes.kernel_probe --dot_forms       # a dense layer's three products, fp32 vs bf16
+  python -m experiments.probes.kernel_probe --attention_forms # the blocked attention's batched products, fp32 vs bf16
 
 For each shape it times, forward and backward (value_and_grad of a sum, so
 the two gradient convolutions are included; 3x the forward FLOPs):

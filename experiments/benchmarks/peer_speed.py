@@ -7,7 +7,7 @@ never imports (no test collects this file):
   ../peers-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 denoising-diffusion-pytorch==2.3.4
   git clone https://github.com/rosinality/glow-pytorch ../glow-pytorch   # 97081ff
   git clone https://github.com/karpathy/minGPT ../minGPT                 # 37baab7
-  ../peers-venv/bin/python experiments/peer_speed.py --glow_repo=../glow-pytorch \
+  ../peers-venv/bin/python experiments/benchmarks/peer_speed.py --glow_repo=../glow-pytorch \
       --peers=glow,glow@width=128@batch=64,ddpm --out=experiments/results/throughput/peers.json
 
 Peers, each timed as its own training loop steps (forward, loss, backward, Adam):
@@ -32,7 +32,7 @@ weights (foreach ops).
 
 FLOPs per step are counted by `torch.utils.flop_counter.FlopCounterMode` on one step:
 matmuls and convolutions, forward and backward, 2 per multiply-add; genfam's side of
-that count is `experiments/flop_count.py` (benchmark_speed's `matmul_conv_flops_per_step`).
+that count is `experiments/benchmarks/flop_count.py` (benchmark_speed's `matmul_conv_flops_per_step`).
 Each entry times `--steps` steps after `--warmup` steps, `--repeats` times, and reports
 the median; `name@key=value` sets an entry's keys (width, n_flow, n_block, batch for
 glow; dim, batch for ddpm; depth, heads, width, dropout, batch for igpt). `--compile`
@@ -59,7 +59,7 @@ import torch
 def host_memory():
   """genfam's `host_memory` module, loaded from its file: the genfam package imports JAX, which
   this environment does not have."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "genfam", "cpu", "host_memory.py")
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "genfam", "cpu", "host_memory.py")
   spec = importlib.util.spec_from_file_location("host_memory", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

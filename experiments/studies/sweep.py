@@ -2,7 +2,7 @@
 
 Local (one machine, variants one after another):
 
-  python -m experiments.sweep --config=configs/glow.py --root=runs/sweep_glow \\
+  python -m experiments.studies.sweep --config=configs/glow.py --root=runs/sweep_glow \\
       --common=train.num_steps=1500,eval.num_examples=2000 \\
       --variant=k4w64:model.num_steps=4,model.width=64 \\
       --variant=k8w64:model.num_steps=8,model.width=64
@@ -11,10 +11,10 @@ Distributed, on an Optuna study in a shared database (SQLite on one machine,
 PostgreSQL across machines): enqueue the variants once, start any number of
 workers anywhere that see the database and ROOT, then read the table:
 
-  python -m experiments.sweep --mode=enqueue --storage=sqlite:///sweep.db --study=glow \\
+  python -m experiments.studies.sweep --mode=enqueue --storage=sqlite:///sweep.db --study=glow \\
       --config=configs/glow.py --root=runs/sweep_glow --common=... --variant=... --variant=...
-  python -m experiments.sweep --mode=worker --storage=sqlite:///sweep.db --study=glow   # on each machine
-  python -m experiments.sweep --mode=report --storage=sqlite:///sweep.db --study=glow
+  python -m experiments.studies.sweep --mode=worker --storage=sqlite:///sweep.db --study=glow   # on each machine
+  python -m experiments.studies.sweep --mode=report --storage=sqlite:///sweep.db --study=glow
 
 Each variant is an ordinary run of `python -m genfam.main` in ROOT/NAME (so an
 interrupted run resumes where it stopped, and a finished one is only

@@ -1,11 +1,11 @@
 """The budget ladder: every row of the comparison trained once and judged at 4, 16 and 64 minutes of training.
 
-  python -m experiments.ladder --root=/work/ladder                    # runs or continues the whole ladder
-  python -m experiments.ladder --root=/work/ladder --stage=train --core=0 &   # train on core 0 ...
-  python -m experiments.ladder --root=/work/ladder --stage=judge --core=1     # ... judge on core 1 meanwhile
-  python -m experiments.ladder --smoke --root=/tmp/ladder-smoke --rungs=0.02,0.04   # every smoke config, seconds
+  python -m experiments.comparison.ladder --root=/work/ladder                    # runs or continues the whole ladder
+  python -m experiments.comparison.ladder --root=/work/ladder --stage=train --core=0 &   # train on core 0 ...
+  python -m experiments.comparison.ladder --root=/work/ladder --stage=judge --core=1     # ... judge on core 1 meanwhile
+  python -m experiments.comparison.ladder --smoke --root=/tmp/ladder-smoke --rungs=0.02,0.04   # every smoke config, seconds
 
-Every row of `experiments.compare.ENTRIES` (each family, its caption-conditional
+Every row of `experiments.comparison.compare.ENTRIES` (each family, its caption-conditional
 variants) trains ONE run, ROOT/runs/<row>, pinned to one core (taskset), with
 train.clock = 'cpu': a rung of r minutes is r minutes of the core's time given to
 the training loop (periodic evaluations excluded, compilation and checkpoint saves
@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 
-from experiments import compare
+from experiments.comparison import compare
 
 REPO = compare.REPO
 RUNGS = "4,16,64"
@@ -269,7 +269,7 @@ def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
   note += " Trained on: " + "; ".join(f"{device} ({', '.join(dict.fromkeys(names))})"
                                       for device, names in machines.items()) + "."
   text = compare.markdown(rows, None, note=note)
-  header = (f"# The budget ladder at {minutes:g} minutes of training\n\nMade by `python -m experiments.ladder "
+  header = (f"# The budget ladder at {minutes:g} minutes of training\n\nMade by `python -m experiments.comparison.ladder "
             f"--root=ROOT` (the judge command of each row is in its JSON file beside this table).\n\n")
   with open(os.path.join(folder, "ladder.md"), "w") as f:
     f.write(header + text)
@@ -280,7 +280,7 @@ def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
-  from experiments import compare_plots
+  from experiments.comparison import compare_plots
   paths = {"markdown": os.path.join(folder, "ladder.md")}
   drawable = [r for r in rows if os.path.exists(os.path.join(r["workdir"], "sample_quality_samples.npz"))]
   if drawable:
@@ -296,7 +296,7 @@ def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
 
 def write_all(out: str, args) -> dict:
   """Every judged rung's tables, and the cross-rung figures."""
-  from experiments import ladder_plots
+  from experiments.comparison import ladder_plots
   found = judged(out, args.rungs)
   paths = {}
   for minutes, records in found.items():

@@ -1,8 +1,8 @@
 """Caption interpolation for every family conditioned on a caption embedding: a grid from one sentence to another.
 
-  python -m experiments.caption_interpolation --workdir=runs/compare/ddpm_caption \\
+  python -m experiments.studies.caption_interpolation --workdir=runs/compare/ddpm_caption \\
       --a="a small dark sandal" --b="a large light bag" --out=interp.png
-  python -m experiments.caption_interpolation --workdir=runs/compare/gan_caption --a=... --b=... --path=slerp
+  python -m experiments.studies.caption_interpolation --workdir=runs/compare/gan_caption --a=... --b=... --path=slerp
 
 Column j of the grid is conditioned on the embedding e_j on the path from e_a = t(a) to e_b = t(b),
 t the frozen CLIP text encoder the model was trained with (its model.text_encoder_workdir), at
@@ -17,7 +17,7 @@ except that its text encoder reads the path's embeddings (`path_encoder`), so th
 s = 1 are exactly the family's samples for the sentences a and b. Families that embed the caption
 tokens themselves (the image-GPT's token prefix) have no embedding to interpolate and are refused.
 Writes a PNG (default WORKDIR/caption_interpolation.png). The GAN's label interpolation:
-experiments/gan_interpolation.py.
+experiments/studies/gan_interpolation.py.
 """
 import argparse
 import os

@@ -1,8 +1,8 @@
 """A grid of dataset images with their captions, to see what the captions say.
 
-  python -m experiments.caption_grid --config=configs/glow.py --out=captions.png
-  python -m experiments.caption_grid --dataset=digits --split=test --out=captions_digits.png
-  python -m experiments.caption_grid --dataset=fashion_mnist --epoch=1 --num=48 \
+  python -m experiments.studies.caption_grid --config=configs/glow.py --out=captions.png
+  python -m experiments.studies.caption_grid --dataset=digits --split=test --out=captions_digits.png
+  python -m experiments.studies.caption_grid --dataset=fashion_mnist --epoch=1 --num=48 \
       --out=experiments/results/captions_fashion_mnist.png
 
 Each cell shows one example (drawn at random from the split by --seed) with

@@ -1,7 +1,7 @@
 """Choose the GAN's AIS observation variance sigma^2 on validation images from the TRAIN split.
 
-  python -m experiments.gan_ais_sigma --workdir=runs/gan
-  python -m experiments.gan_ais_sigma --workdir=runs/gan --grid=0.005,0.01,0.02 --num=16 --steps=30
+  python -m experiments.studies.gan_ais_sigma --workdir=runs/gan
+  python -m experiments.studies.gan_ais_sigma --workdir=runs/gan --grid=0.005,0.01,0.02 --num=16 --steps=30
 
 The likelihood of `genfam.families.gan` is AIS under p(y | z, c) =
 N(G_ema(z, c), sigma^2 I). sigma^2 is a modelling choice, so it is chosen on

@@ -1,8 +1,8 @@
 """Quality-diversity trade-off curves: every family's sampling knob swept on trained models, judged by one evaluation.
 
-  python -m experiments.tradeoff_curves --workdirs=/work/ladder/rungs/64min --judges=/work/ladder/judges \\
+  python -m experiments.comparison.tradeoff_curves --workdirs=/work/ladder/rungs/64min --judges=/work/ladder/judges \\
       --guide=ddpm:classifier=DIR --guide=ddpm:clip=DIR        # the guides: noise-conditional judges (optional)
-  python -m experiments.tradeoff_curves --workdirs=W --judges=J --out=/tmp/tradeoff --num_samples=16   # tiny
+  python -m experiments.comparison.tradeoff_curves --workdirs=W --judges=J --out=/tmp/tradeoff --num_samples=16   # tiny
 
 Each row is a trained workdir under --workdirs (the comparison's rows: ROW/config.json and a
 checkpoint), restored once from its own config.json with the frozen models it names. Its knob
@@ -36,7 +36,7 @@ import sys
 import time
 from typing import NamedTuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/<group>/<module>.py
 SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 PICTURE_SAMPLES = 40   # each point's first samples, kept as OUT/<row>/<form>_<value>.png
 METRICS = ("fid", "fid_floor", "kid", "class_agreement", "class_agreement_real", "clip_cosine", "clip_cosine_real",
@@ -135,8 +135,8 @@ def latest_step(workdir: str) -> int:
 
 def rows_under(workdirs: str, only: str = "") -> list[str]:
   """The row folders under `workdirs` (a config.json whose family has a knob), in the comparison's
-  order (experiments.compare.ENTRIES), then by name; `only`: comma-separated names."""
-  from experiments import compare
+  order (experiments.comparison.compare.ENTRIES), then by name; `only`: comma-separated names."""
+  from experiments.comparison import compare
   from genfam.settings import config_files
   wanted = [n for n in only.split(",") if n]
   order = {e.name: i for i, e in enumerate(compare.ENTRIES)}
@@ -204,7 +204,7 @@ def measure_row(row: str, workdir: str, args, judges, guides: dict) -> list[dict
               "value": float(value), "neutral": value == form.neutral, "overrides": overrides, "step": step,
               "settings": settings, "seconds": time.time() - start,
               "sample_quality": {k: report[k] for k in METRICS if k in report},
-              "command": "python -m experiments.tradeoff_curves " + " ".join(args.argv)}
+              "command": "python -m experiments.comparison.tradeoff_curves " + " ".join(args.argv)}
     _write(path, record)
     records.append(record)
     q = record["sample_quality"]

@@ -2,7 +2,7 @@
 and an Adam update; no data pipeline, EMA or clipping), timed on this process's CPU devices: the
 probe behind docs/performance.md, "On an AMX CPU" (bf16 products and AMX).
 
-  .venv/bin/python -m experiments.igpt_step_probe float32 bfloat16 bfloat16+flax_products
+  .venv/bin/python -m experiments.probes.igpt_step_probe float32 bfloat16 bfloat16+flax_products
   bash scripts/amx_attention_check.sh OUT_DIR     # with kernel_probe --attention_forms, for an AMX CPU
 
 Each argument is a product dtype, as genfam picks the dense layers' products for it
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from experiments.kernel_probe import batched_nn, batched_nt_chunked, batched_tn_chunked
+from experiments.probes.kernel_probe import batched_nn, batched_nt_chunked, batched_tn_chunked
 from genfam.cpu import dense_products
 from genfam.nets import transformer
 

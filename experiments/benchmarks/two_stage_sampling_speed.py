@@ -1,9 +1,9 @@
 """Sampling speed of the two-stage code prior against the pixel image-GPT, in the same process.
 
-  python -m experiments.two_stage_sampling_speed                  # configs/code_prior.py (on a fresh
+  python -m experiments.benchmarks.two_stage_sampling_speed                  # configs/code_prior.py (on a fresh
                                                                   # configs/vqvae.py) vs configs/igpt.py
-  python -m experiments.two_stage_sampling_speed --smoke --num=4  # the smoke variants (digits), seconds
-  python -m experiments.two_stage_sampling_speed --prior_workdir=runs/code_prior --igpt_workdir=runs/igpt
+  python -m experiments.benchmarks.two_stage_sampling_speed --smoke --num=4  # the smoke variants (digits), seconds
+  python -m experiments.benchmarks.two_stage_sampling_speed --prior_workdir=runs/code_prior --igpt_workdir=runs/igpt
 
 Note 002's trade-off, measured: the code prior draws an image as h x w codes, one sequential
 transformer step each with the key-value cache (49 for Fashion-MNIST's 7x7 grid), then one

@@ -1,11 +1,11 @@
 """Test bits/dim after the same training steps in float32 and in mixed precision
 (model.dtype=bfloat16), per family: real runs, not smoke configs.
 
-  python -m experiments.mixed_precision --root=runs/mixed_precision            # the default entries
-  taskset -c 1 nice python -m experiments.mixed_precision --root=runs/mixed_precision \
+  python -m experiments.benchmarks.mixed_precision --root=runs/mixed_precision            # the default entries
+  taskset -c 1 nice python -m experiments.benchmarks.mixed_precision --root=runs/mixed_precision \
       --entries=glow@train.num_steps=300 --out=experiments/results/mixed_precision
 
-Every entry ('config[:variant][@key=value...]', as experiments.benchmark_speed takes them) is
+Every entry ('config[:variant][@key=value...]', as experiments.benchmarks.benchmark_speed takes them) is
 trained twice as an ordinary `python -m genfam.main` run (a subprocess each) in
 ROOT/<entry>/float32 and ROOT/<entry>/bfloat16, identical but for model.dtype: the same
 seed, data order, number of steps and test images. The runs are resumable: a rerun
@@ -21,9 +21,9 @@ import os
 import subprocess
 import sys
 
-from experiments.benchmark_speed import parse_entry
+from experiments.benchmarks.benchmark_speed import parse_entry
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/<group>/<module>.py
 DTYPES = ("float32", "bfloat16")
 # Minutes to an hour on one core each; every run's eval set is the first test images.
 DEFAULT_ENTRIES = (
@@ -100,7 +100,7 @@ def main():
   if args.out:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "mixed_precision.md"), "w") as f:
-      f.write(f"python -m experiments.mixed_precision --root={args.root} --entries={args.entries}\n\n{text}\n")
+      f.write(f"python -m experiments.benchmarks.mixed_precision --root={args.root} --entries={args.entries}\n\n{text}\n")
     with open(os.path.join(args.out, "mixed_precision.json"), "w") as f:
       json.dump(rows, f, indent=2)
 

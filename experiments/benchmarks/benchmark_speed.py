@@ -1,15 +1,15 @@
 """Training speed of each config, as a fraction of this machine's fp32 and bf16 matmul rates.
 
-  python -m experiments.benchmark_speed                       # the default configs
-  python -m experiments.benchmark_speed --configs=glow,realnvp --steps=20 --out=bench.json
+  python -m experiments.benchmarks.benchmark_speed                       # the default configs
+  python -m experiments.benchmarks.benchmark_speed --configs=glow,realnvp --steps=20 --out=bench.json
 
 For each config it builds the run exactly as the loop does (`genfam.loop.train.Run`),
 jits the loop's own guarded update step, and times `--steps` steps after two
 warm-up (compiling) steps. The model's FLOPs per step come from XLA's cost
 analysis of the compiled step (every operation, elementwise ones included); achieved
 FLOP/s = FLOPs/step * steps/s. Beside them, matmul + convolution FLOPs per step as
-PyTorch's FlopCounterMode counts them (`experiments/flop_count.py`), the scale on which
-`experiments/peer_speed.py` reports the PyTorch peers;
+PyTorch's FlopCounterMode counts them (`experiments/benchmarks/flop_count.py`), the scale on which
+`experiments/benchmarks/peer_speed.py` reports the PyTorch peers;
 tokens/s = images/s * D (pixels per image: the image-GPT's sequence positions). In the
 same process it times an fp32 and a bf16 matmul (N x N @ N x N, 2 N^3 FLOPs;
 bf16 with fp32 accumulation, which reaches the AMX units) to give the machine's
@@ -29,7 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from experiments import flop_count
+from experiments.benchmarks import flop_count
 from genfam import sharding
 from genfam.cpu import host_memory, xla_cpu
 from genfam.loop import train
@@ -74,7 +74,7 @@ class CompiledStep:
 
   def matmul_conv_flops(self) -> int:
     """Matmul + convolution FLOPs of one step (the whole batch), PyTorch's FlopCounterMode
-    convention (`experiments/flop_count.py`): the count to put beside a PyTorch peer's."""
+    convention (`experiments/benchmarks/flop_count.py`): the count to put beside a PyTorch peer's."""
     return flop_count.matmul_conv_flops(self.step_fn, self.state, self.batch, self.run_.train_key)
 
   def run(self, state, steps: int, first: int = 0):

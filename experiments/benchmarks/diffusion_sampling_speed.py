@@ -1,7 +1,7 @@
 """Sampling speed of a DDPM: images/s of DDPM (T steps) and DDIM at S steps, with a grid each.
 
-  python -m experiments.diffusion_sampling_speed --workdir=runs/ddpm
-  python -m experiments.diffusion_sampling_speed --fresh --config=ddpm:smoke --out=/tmp/speed   # no training
+  python -m experiments.benchmarks.diffusion_sampling_speed --workdir=runs/ddpm
+  python -m experiments.benchmarks.diffusion_sampling_speed --fresh --config=ddpm:smoke --out=/tmp/speed   # no training
 
 With --workdir, the latest checkpoint's EMA parameters are loaded and the
 config the run saved (WORKDIR/config.json) is used; with --fresh, a freshly

@@ -1,11 +1,11 @@
 """The cross-family comparison: every family trained for the same wall-clock budget, judged by one evaluation.
 
-  python -m experiments.compare --root=runs/compare --budget_minutes=20          # defaults (N = 10000: long)
-  python -m experiments.compare --root=runs/compare --budget_minutes=60          # continues the same runs
+  python -m experiments.comparison.compare --root=runs/compare --budget_minutes=20          # defaults (N = 10000: long)
+  python -m experiments.comparison.compare --root=runs/compare --budget_minutes=60          # continues the same runs
   # the README's table: 4 minutes per family on one core each, N = 200, 25 test images; 70 min on 2 cores
-  python -m experiments.compare --root=runs/compare --judges_from=runs --budget_minutes=4 --parallel=2 \
+  python -m experiments.comparison.compare --root=runs/compare --judges_from=runs --budget_minutes=4 --parallel=2 \
       --evals_per_budget=2 --eval_images=8 --test_images=25 --num_samples=200 --ais_steps=50 --ais_chains=2
-  python -m experiments.compare --smoke --root=/tmp/compare-smoke                # every smoke config, seconds each
+  python -m experiments.comparison.compare --smoke --root=/tmp/compare-smoke                # every smoke config, seconds each
 
 What it does, in order:
 1. Trains the judges, the domain classifier (configs/classifier.py) and CLIP
@@ -25,11 +25,11 @@ What it does, in order:
    (ROOT/<name>/compare_stamp.json) is not run again.
 3. Times sampling by setting on the trained models (unconditional diffusion:
    DDPM's T steps and DDIM at 10 / 50 / 100 steps; the image-GPT: cached vs
-   uncached), with experiments.diffusion_sampling_speed / igpt_sampling_speed
+   uncached), with experiments.benchmarks.diffusion_sampling_speed / igpt_sampling_speed
    (--no-sampling_speed skips it; not with --smoke).
 4. Writes OUT (default experiments/results/compare; ROOT/results with --smoke):
    compare.md / compare.csv / compare.json, one row per entry, and the plots of
-   `experiments.compare_plots`; notebooks/compare.ipynb shows them.
+   `experiments.comparison.compare_plots`; notebooks/compare.ipynb shows them.
 
 Likelihoods: each row says what its number is (exact; an upper bound; a
 stochastic upper bound: docs/DESIGN.md, "Likelihood conventions") and what it
@@ -49,7 +49,7 @@ import sys
 import time
 from typing import Any, NamedTuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/<group>/<module>.py
 FAR_AWAY_STEPS = 10**9      # train.num_steps of a budgeted run: the budget stops it
 
 
@@ -351,18 +351,18 @@ DDIM_SPEED_STEPS = "10,50,100"   # DDIM step counts timed beside DDPM's T ancest
 
 def speed_command(row: dict, args) -> tuple[list[str], str] | None:
   """The sampling-speed experiment of a row's family, or None: DDIM at several step counts and
-  DDPM's T steps for unconditional diffusion (experiments.diffusion_sampling_speed), cached vs
-  uncached sampling for the unconditional image-GPT (experiments.igpt_sampling_speed). -> (argv, json)."""
+  DDPM's T steps for unconditional diffusion (experiments.benchmarks.diffusion_sampling_speed), cached vs
+  uncached sampling for the unconditional image-GPT (experiments.benchmarks.igpt_sampling_speed). -> (argv, json)."""
   workdir = row["workdir"]
   if row["condition"] != "none":
     return None
   if row["family"] == "diffusion":
     out = os.path.join(workdir, "sampling_speed")
-    return ([sys.executable, "-m", "experiments.diffusion_sampling_speed", f"--workdir={workdir}", f"--out={out}",
+    return ([sys.executable, "-m", "experiments.benchmarks.diffusion_sampling_speed", f"--workdir={workdir}", f"--out={out}",
              f"--steps={DDIM_SPEED_STEPS}", f"--num={args.speed_images}"], os.path.join(out, "sampling_speed.json"))
   if row["family"] == "igpt":
     out = os.path.join(workdir, "igpt_sampling_speed.json")
-    return ([sys.executable, "-m", "experiments.igpt_sampling_speed", f"--workdir={workdir}", f"--out={out}",
+    return ([sys.executable, "-m", "experiments.benchmarks.igpt_sampling_speed", f"--workdir={workdir}", f"--out={out}",
              f"--num={args.speed_images}", "--uncached_num=2"], out)
   return None
 
@@ -405,7 +405,7 @@ def speed_markdown(speeds: list[dict]) -> str:
 
 def write_outputs(rows: list[dict], out: str, root: str, args, speeds: list[dict] = ()) -> dict:
   """compare.md / .csv / .json and the plots in `out`; -> {name: path}."""
-  from experiments import compare_plots
+  from experiments.comparison import compare_plots
   os.makedirs(out, exist_ok=True)
   paths = {"markdown": os.path.join(out, "compare.md"), "csv": os.path.join(out, "compare.csv"),
            "json": os.path.join(out, "compare.json")}

@@ -1,4 +1,4 @@
-"""The comparison's pictures, from the runs' own files (`experiments.compare` calls `draw_all`).
+"""The comparison's pictures, from the runs' own files (`experiments.comparison.compare` calls `draw_all`).
 
 - bpd_vs_time.png: test bits/dim against training time, every family on one axis:
   the 'eval' rows of each WORKDIR/metrics.jsonl (train.eval_examples test images,

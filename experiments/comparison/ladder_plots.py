@@ -1,4 +1,4 @@
-"""The budget ladder's figures, from its judged files (`experiments.ladder` calls `draw_all`).
+"""The budget ladder's figures, from its judged files (`experiments.comparison.ladder` calls `draw_all`).
 
 - bpd_vs_minutes.png: test bits/dim against training minutes (log x), every row on one axis
   per condition (-log p(x), -log p(x | label), -log p(x | caption)); filled markers for exact

@@ -1,7 +1,7 @@
 """GAN-INT's picture: a grid interpolating the condition between two captions (or labels).
 
-  python -m experiments.gan_interpolation --workdir=runs/gan --a=0 --b=9            # labels
-  python -m experiments.gan_interpolation --workdir=runs/gan_caption \\
+  python -m experiments.studies.gan_interpolation --workdir=runs/gan --a=0 --b=9            # labels
+  python -m experiments.studies.gan_interpolation --workdir=runs/gan_caption \\
       --a="a small dark sandal" --b="a large light bag" --out=interp.png              # captions
 
 Row r holds one z (the same along the row), column j the condition

@@ -1,8 +1,8 @@
 """How tight is the GAN's AIS likelihood? Bidirectional Monte Carlo on data simulated from the trained G.
 
-  python -m experiments.gan_bdmc --workdir=runs/gan
-  python -m experiments.gan_bdmc --workdir=runs/compare/gan_caption --num=8 --steps=10,30,100 --chains=2
-  python -m experiments.gan_bdmc --workdir=runs/gan --sigma2=0.02 --out=bdmc_0.02.json
+  python -m experiments.studies.gan_bdmc --workdir=runs/gan
+  python -m experiments.studies.gan_bdmc --workdir=runs/compare/gan_caption --num=8 --steps=10,30,100 --chains=2
+  python -m experiments.studies.gan_bdmc --workdir=runs/gan --sigma2=0.02 --out=bdmc_0.02.json
 
 BDMC (Grosse, Ghahramani and Adams 2015; applied to decoder-based models by
 Wu, Burda, Salakhutdinov and Grosse 2017). The family's likelihood
@@ -27,7 +27,7 @@ frozen text encoder's embedding of the evaluation captions); the simulated
 the family's own `gan.ais_log_marginal` (chains combined by log-mean-exp,
 step size adapted through pilot chains), and the reverse one uses the same
 observation model, chains, pilot chains, leapfrog steps and initial step size.
-sigma^2: --sigma2, else the value `experiments/gan_ais_sigma.py` chose
+sigma^2: --sigma2, else the value `experiments/studies/gan_ais_sigma.py` chose
 (WORKDIR/ais_sigma.json), else the run's eval.ais_sigma2.
 
 Units. Bits/dim use the family's AIS conversion (`gan.log_likelihood_fn`):
@@ -125,7 +125,7 @@ def choose_sigma2(flag: float, workdir: str, config) -> tuple[float, str]:
     with open(path) as f:
       chosen = json.load(f).get("chosen_sigma2")
     if chosen:
-      return float(chosen), f"{path} (chosen by experiments/gan_ais_sigma.py)"
+      return float(chosen), f"{path} (chosen by experiments/studies/gan_ais_sigma.py)"
   return float(config.eval.ais_sigma2), "config eval.ais_sigma2"
 
 
@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
 
   steps = parse_steps(args.steps)
   if jax.process_count() > 1:
-    raise GenfamError("experiments/gan_bdmc.py runs as one process (any number of local devices); start it once")
+    raise GenfamError("experiments/studies/gan_bdmc.py runs as one process (any number of local devices); start it once")
   if args.num < 2:
     raise GenfamError(f"--num={args.num}: BDMC needs at least 2 examples for a standard error")
   checkpoints = os.path.join(os.path.abspath(args.workdir), "checkpoints")

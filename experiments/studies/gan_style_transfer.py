@@ -1,7 +1,7 @@
 """Style transfer with the GAN's style encoder: real test images' styles rendered under other conditions.
 
-  python -m experiments.gan_style_transfer --workdir=runs/style_encoder --to=0,1,2,3,4,5,6,7,8,9
-  python -m experiments.gan_style_transfer --workdir=runs/style_encoder_caption \\
+  python -m experiments.studies.gan_style_transfer --workdir=runs/style_encoder --to=0,1,2,3,4,5,6,7,8,9
+  python -m experiments.studies.gan_style_transfer --workdir=runs/style_encoder_caption \\
       --to="a photo of a dark shirt;a photo of a light sandal;a photo of a large bag" --out=style.png
 
 WORKDIR is a trained configs/style_encoder.py run; its frozen GAN (model.generator_workdir) is restored

@@ -1,8 +1,8 @@
 """The importance-sampled DDPM bound against the full bound on a trained run: standard errors and costs.
 
-  python -m experiments.diffusion_importance terms  --workdir=/tmp/iddpm_h6 --num_examples=100 --out=DIR
-  python -m experiments.diffusion_importance design --workdir=/tmp/iddpm_h6 --out=DIR
-  python -m experiments.diffusion_importance run    --workdir=/tmp/iddpm_h6 --num_examples=1000 --out=DIR \\
+  python -m experiments.studies.diffusion_importance terms  --workdir=/tmp/iddpm_h6 --num_examples=100 --out=DIR
+  python -m experiments.studies.diffusion_importance design --workdir=/tmp/iddpm_h6 --out=DIR
+  python -m experiments.studies.diffusion_importance run    --workdir=/tmp/iddpm_h6 --num_examples=1000 --out=DIR \\
       --set=eval.is_timesteps=20
 
 'terms': the full bound (all T terms, `bound.exact_vlb`, the 'vlb' evaluation's keys) on the first
@@ -19,7 +19,7 @@
   eps (the t sampling's variance from the difference), its SE on M images, and a table of the
   integrand at --vdm_strata stratified t per image: the variance with fewer stratified t, and of
   iid IS over t against iid uniform t.
-  python -m experiments.diffusion_importance vdm --workdir=/tmp/vdm_h6 --num_examples=100 --out=DIR
+  python -m experiments.studies.diffusion_importance vdm --workdir=/tmp/vdm_h6 --num_examples=100 --out=DIR
 JSON lines to DIR/results.jsonl; a summary to stdout.
 """
 import argparse
@@ -288,7 +288,7 @@ def main():
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
-  from experiments.benchmark_speed import parse_overrides
+  from experiments.benchmarks.benchmark_speed import parse_overrides
   overrides = parse_overrides(args.set)
   {"terms": terms, "design": design, "run": run_estimate, "vdm": vdm}[args.mode](args, overrides)
 

@@ -1,8 +1,8 @@
 """Evaluation speed of every bound, in float32 and bfloat16, on trained runs.
 
-  python -m experiments.benchmark_eval runs/compare/glow runs/compare/vae runs/compare/ddpm \\
+  python -m experiments.benchmarks.benchmark_eval runs/compare/glow runs/compare/vae runs/compare/ddpm \\
       --num_examples=32 --dtypes=float32,bfloat16 --out=eval_bench.json
-  python -m experiments.benchmark_eval runs/compare/gan --set=eval.ais_steps=50 --set=eval.ais_chains=2
+  python -m experiments.benchmarks.benchmark_eval runs/compare/gan --set=eval.ais_steps=50 --set=eval.ais_chains=2
 
 For each workdir it restores the latest checkpoint under the run's own config
 (config.json, with any --set overrides) with `model.dtype` set to each of `--dtypes` (a compute-only key:
@@ -22,7 +22,7 @@ import time
 
 import jax
 
-from experiments.benchmark_speed import parse_overrides, run_settings
+from experiments.benchmarks.benchmark_speed import parse_overrides, run_settings
 from genfam.cpu import host_memory
 from genfam.loop import train
 from genfam.settings import config_files

@@ -1,8 +1,8 @@
 """Sampling speed of the image-GPT: images/s with and without the key-value cache, same model.
 
-  python -m experiments.igpt_sampling_speed                          # default config, fresh model
-  python -m experiments.igpt_sampling_speed --workdir=runs/igpt      # a trained run's EMA parameters
-  python -m experiments.igpt_sampling_speed --config=igpt:smoke --num=16 --uncached_num=16
+  python -m experiments.benchmarks.igpt_sampling_speed                          # default config, fresh model
+  python -m experiments.benchmarks.igpt_sampling_speed --workdir=runs/igpt      # a trained run's EMA parameters
+  python -m experiments.benchmarks.igpt_sampling_speed --config=igpt:smoke --num=16 --uncached_num=16
 
 Both samplers are one jitted loop over the D positions (genfam.nets.transformer
 .sample_tokens): 'cached' prefills the prefix and runs one lax.scan step per

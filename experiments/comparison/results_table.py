@@ -1,6 +1,6 @@
 """The results tables of docs/results.md ("Per-family results", the judges), from run workdirs.
 
-  .venv/bin/python -m experiments.results_table runs/glow runs/vae runs/ddpm
+  .venv/bin/python -m experiments.comparison.results_table runs/glow runs/vae runs/ddpm
 
 One row per likelihood a run reported (results.json of a finished run, and any
 eval_step_*.json of `--mode=eval`), with the training steps, wall-clock
