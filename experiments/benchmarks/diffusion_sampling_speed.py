@@ -14,12 +14,12 @@ and the fastest run gives images/s. Writes <out>/sampling_speed.json,
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.benchmarks import timing
 from genfam.data import sources
 from genfam.evaluation import images
 from genfam.families import diffusion
@@ -53,18 +53,12 @@ def time_setting(config, spec, params, *, sampler, steps, num, repeats, eta, spa
   draw = diffusion.make_sampler(config, spec, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
                                 **(inputs or {}))
   rng = jax.random.PRNGKey(seed)
-  start = time.perf_counter()
-  samples = jax.block_until_ready(draw(params, rng, num, condition))   # compiles, then runs once
-  first = time.perf_counter() - start
-  best = float("inf")
-  for i in range(repeats):
-    start = time.perf_counter()
-    samples = jax.block_until_ready(draw(params, jax.random.fold_in(rng, i + 1), num, condition))
-    best = min(best, time.perf_counter() - start)
+  samples, best, compile_seconds = timing.best_of(
+      lambda i: draw(params, jax.random.fold_in(rng, i) if i else rng, num, condition), repeats)
   evals = steps if sampler == "ddim" else config.diffusion.num_steps
   return {"sampler": sampler, "steps": evals, "eta": eta if sampler == "ddim" else None,
           "spacing": spacing if sampler == "ddim" else None, "num_images": num,
-          "seconds": best, "images_per_s": num / best, "compile_seconds": max(first - best, 0.0)}, samples
+          "seconds": best, "images_per_s": num / best, "compile_seconds": compile_seconds}, samples
 
 
 def markdown(rows, device: str) -> str:

@@ -17,11 +17,11 @@ random head (timings only). Writes --out (JSON) and prints a markdown table.
 """
 import argparse
 import json
-import time
 
 import jax
 import numpy as np
 
+from experiments.benchmarks import timing
 from genfam.data import sources
 from genfam.families import igpt
 from genfam.settings import config_files
@@ -53,16 +53,9 @@ def time_sampler(config, spec, params, sampler: str, num: int, repeats: int):
   config.sample.sampler = sampler
   family = igpt.make(config, spec)
   rng = jax.random.PRNGKey(0)
-  start = time.perf_counter()
-  samples = jax.block_until_ready(family.sample(params, rng, num))      # compiles, then runs once
-  first = time.perf_counter() - start
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    samples = jax.block_until_ready(family.sample(params, rng, num))
-    best = min(best, time.perf_counter() - start)
+  samples, best, compile_seconds = timing.best_of(lambda i: family.sample(params, rng, num), repeats)
   return {"sampler": sampler, "num": num, "seconds": best, "images_per_s": num / best,
-          "seconds_per_image": best / num, "compile_seconds": max(first - best, 0.0)}, np.asarray(samples)
+          "seconds_per_image": best / num, "compile_seconds": compile_seconds}, np.asarray(samples)
 
 
 def main():

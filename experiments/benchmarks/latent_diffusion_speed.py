@@ -18,11 +18,11 @@ Writes <out>/latent_diffusion_speed.json and .md (default out: experiments/resul
 import argparse
 import json
 import os
-import time
 
 import jax
 import numpy as np
 
+from experiments.benchmarks import timing
 from genfam import registry
 from genfam.data import sources
 from genfam.families import diffusion
@@ -77,15 +77,8 @@ def pixel_model(args):
 def _time(draw, num, repeats, seed):
   """(best seconds, compile seconds) of draw(rng) on `num` images; the first call compiles."""
   rng = jax.random.PRNGKey(seed)
-  start = time.perf_counter()
-  jax.block_until_ready(draw(rng))
-  first = time.perf_counter() - start
-  best = float("inf")
-  for i in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(draw(jax.random.fold_in(rng, i + 1)))
-    best = min(best, time.perf_counter() - start)
-  return best, max(first - best, 0.0)
+  _, best, compile_seconds = timing.best_of(lambda i: draw(jax.random.fold_in(rng, i) if i else rng), repeats)
+  return best, compile_seconds
 
 
 def measure(args) -> dict:

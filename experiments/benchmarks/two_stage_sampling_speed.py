@@ -17,11 +17,11 @@ run). Writes --out (JSON) and prints a markdown table.
 """
 import argparse
 import json
-import time
 
 import jax
 import numpy as np
 
+from experiments.benchmarks import timing
 from genfam import registry
 from genfam.data import sources
 from genfam.loop import frozen
@@ -82,18 +82,11 @@ def models(args):
 def time_sampler(name, config, family, params, steps: int, num: int, repeats: int):
   """-> (row, uint8 samples [num, H, W, C])."""
   rng = jax.random.PRNGKey(0)
-  start = time.perf_counter()
-  samples = jax.block_until_ready(family.sample(params, rng, num))      # compiles, then runs once
-  first = time.perf_counter() - start
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    samples = jax.block_until_ready(family.sample(params, rng, num))
-    best = min(best, time.perf_counter() - start)
+  samples, best, compile_seconds = timing.best_of(lambda i: family.sample(params, rng, num), repeats)
   m = config.model
   return {"model": name, "sequential_steps": steps, "decoder_passes": 1 if name == "code_prior" else 0,
           "num": num, "seconds": best, "images_per_s": num / best, "seconds_per_image": best / num,
-          "compile_seconds": max(first - best, 0.0), "sampler": config.sample.sampler,
+          "compile_seconds": compile_seconds, "sampler": config.sample.sampler,
           "transformer": {k: m[k] for k in ("width", "depth", "num_heads", "mlp_ratio", "dtype")}}, np.asarray(samples)
 
 
