@@ -36,7 +36,7 @@ from genfam.family import Family
 from genfam.likelihood.bits import nats_to_bpd
 from genfam.likelihood.discretized import bin_centres
 from genfam.nets.draw import AlignDRAW, generate, infer
-from genfam.nets.vae_nets import PixelDecoder
+from genfam.nets.vae_nets import PixelDecoder, pixel_decoder
 from genfam.optim import eval_params, make_scalar_loss_update, optimizer_from_config, scalar_loss_family_state
 
 _POSITIVE = ("steps", "latent_dim", "encoder_hidden", "generator_hidden", "read_size", "write_size",
@@ -49,9 +49,7 @@ def build(config, spec) -> tuple[AlignDRAW, PixelDecoder, int]:
   for key in _POSITIVE:
     if not isinstance(m[key], int) or m[key] <= 0:
       raise GenfamError(f"config.model.{key} must be a positive integer, got {m[key]!r}")
-  if m.decoder not in PixelDecoder.KINDS:
-    raise GenfamError(f"unknown config.model.decoder {m.decoder!r}; use one of {PixelDecoder.KINDS}")
-  pixels = PixelDecoder(m.decoder, spec.num_bins, m.num_mixtures, m.min_log_scale)
+  pixels = pixel_decoder(m, spec.num_bins)
   model = AlignDRAW(tuple(spec.image_shape), pixels.params_per_pixel, m.decoder, m.num_mixtures, spec.vocab_size,
                     m.latent_dim, m.encoder_hidden, m.generator_hidden, m.read_size, m.write_size,
                     m.caption_embed, m.caption_hidden, m.align_features)

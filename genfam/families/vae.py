@@ -41,7 +41,7 @@ from genfam.errors import GenfamError
 from genfam.family import Family
 from genfam.likelihood.bits import nats_to_bpd
 from genfam.likelihood.discretized import bin_centres
-from genfam.nets.vae_nets import VAE, PixelDecoder
+from genfam.nets.vae_nets import VAE, PixelDecoder, pixel_decoder
 from genfam.optim import (eval_params, make_scalar_loss_update, optimizer_from_config,
                           scalar_loss_family_state)
 
@@ -123,8 +123,6 @@ def active_units(posterior_mean, threshold: float = 0.01):  # [B, L] -> int32 []
 def build(config, spec) -> tuple[VAE, PixelDecoder]:
   """The Flax model and pixel decoder described by `config.model` for `spec`."""
   m = config.model
-  if m.decoder not in PixelDecoder.KINDS:
-    raise GenfamError(f"unknown config.model.decoder {m.decoder!r}; use one of {PixelDecoder.KINDS}")
   if len(m.widths) != len(m.blocks) or not m.widths:
     raise GenfamError(f"config.model.widths {tuple(m.widths)} and config.model.blocks "
                       f"{tuple(m.blocks)} must be non-empty and of equal length (one per level)")
@@ -134,7 +132,7 @@ def build(config, spec) -> tuple[VAE, PixelDecoder]:
       raise GenfamError(f"config.model.class_conditional=True but dataset {spec.name!r} has no classes; "
                         "set --config.model.class_conditional=False")
     num_classes = spec.num_classes
-  pixels = PixelDecoder(m.decoder, spec.num_bins, m.num_mixtures, m.min_log_scale)
+  pixels = pixel_decoder(m, spec.num_bins)
   model = VAE(tuple(spec.image_shape), m.latent_dim, tuple(m.widths), tuple(m.blocks),
               pixels.params_per_pixel, num_classes, m.norm, m.get("dtype", "float32"))
   return model, pixels

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genfam.errors import GenfamError
 from genfam.likelihood.discretized import (discretized_gaussian_log_prob, discretized_logistic_log_prob,
                                            discretized_logistic_mixture_log_prob)
 from genfam.nets.conv import ResidualBlock
@@ -217,3 +218,12 @@ class PixelDecoder:
     k = jnp.round((v + 1.0) * (0.5 * (self.num_bins - 1)))
     return jnp.clip(k, 0, self.num_bins - 1).astype(jnp.int32)
 
+
+
+def pixel_decoder(model_config, num_bins: int) -> PixelDecoder:
+  """The PixelDecoder a model config names (model.decoder, num_mixtures, min_log_scale) over
+  `num_bins` grey levels; an unknown decoder kind is a one-line GenfamError."""
+  m = model_config
+  if m.decoder not in PixelDecoder.KINDS:
+    raise GenfamError(f"unknown config.model.decoder {m.decoder!r}; use one of {PixelDecoder.KINDS}")
+  return PixelDecoder(m.decoder, num_bins, m.num_mixtures, m.min_log_scale)

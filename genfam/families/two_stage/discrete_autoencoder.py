@@ -50,7 +50,7 @@ from genfam.family import Family
 from genfam.likelihood.bits import nats_to_bpd
 from genfam.likelihood.discretized import bin_centres
 from genfam.nets.conv import ResidualBlock
-from genfam.nets.vae_nets import PixelDecoder, level_sizes
+from genfam.nets.vae_nets import PixelDecoder, level_sizes, pixel_decoder
 
 DECODES = ("sample", "mode")
 
@@ -143,15 +143,13 @@ class VQVAE(nn.Module):
 def build(config, spec) -> tuple[VQVAE, PixelDecoder]:
   """The Flax model and pixel decoder of `config.model` for `spec`, checked."""
   m = config.model
-  if m.decoder not in PixelDecoder.KINDS:
-    raise GenfamError(f"unknown config.model.decoder {m.decoder!r}; use one of {PixelDecoder.KINDS}")
   if len(m.widths) != len(m.blocks) or not m.widths:
     raise GenfamError(f"config.model.widths {tuple(m.widths)} and config.model.blocks {tuple(m.blocks)} "
                       "must be non-empty and of equal length (one per resolution level)")
   if m.codebook_size < 2 or m.code_dim < 1:
     raise GenfamError(f"config.model.codebook_size={m.codebook_size} must be >= 2 and "
                       f"config.model.code_dim={m.code_dim} >= 1")
-  pixels = PixelDecoder(m.decoder, spec.num_bins, m.num_mixtures, m.min_log_scale)
+  pixels = pixel_decoder(m, spec.num_bins)
   model = VQVAE(tuple(spec.image_shape), tuple(m.widths), tuple(m.blocks), int(m.codebook_size),
                 int(m.code_dim), pixels.params_per_pixel, m.norm)
   return model, pixels

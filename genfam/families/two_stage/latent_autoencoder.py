@@ -39,7 +39,7 @@ from genfam.families.vae import gaussian_kl
 from genfam.family import Family
 from genfam.likelihood.bits import nats_to_bpd
 from genfam.likelihood.discretized import bin_centres
-from genfam.nets.vae_nets import PixelDecoder, level_sizes
+from genfam.nets.vae_nets import PixelDecoder, level_sizes, pixel_decoder
 from genfam.optim import eval_params, make_scalar_loss_update, optimizer_from_config, scalar_loss_family_state
 
 DECODES = ("mode", "sample")
@@ -84,8 +84,6 @@ def latent_shape(config, spec) -> tuple:
 def build(config, spec) -> tuple[LatentAutoencoder, PixelDecoder]:
   """The Flax model and pixel decoder of `config.model` for `spec`, checked."""
   m = config.model
-  if m.decoder not in PixelDecoder.KINDS:
-    raise GenfamError(f"unknown config.model.decoder {m.decoder!r}; use one of {PixelDecoder.KINDS}")
   if len(m.widths) != len(m.blocks) or not m.widths:
     raise GenfamError(f"config.model.widths {tuple(m.widths)} and config.model.blocks {tuple(m.blocks)} must be "
                       "non-empty and of equal length (one per level)")
@@ -93,7 +91,7 @@ def build(config, spec) -> tuple[LatentAutoencoder, PixelDecoder]:
     raise GenfamError(f"config.model.latent_channels={m.latent_channels}: set it >= 1")
   if not m.kl_weight > 0:
     raise GenfamError(f"config.model.kl_weight={m.kl_weight}: the KL weight beta must be > 0 (e.g. 0.01)")
-  pixels = PixelDecoder(m.decoder, spec.num_bins, m.num_mixtures, m.min_log_scale)
+  pixels = pixel_decoder(m, spec.num_bins)
   model = LatentAutoencoder(tuple(spec.image_shape), int(m.latent_channels), tuple(m.widths), tuple(m.blocks),
                             pixels.params_per_pixel, m.norm, m.get("dtype", "float32"))
   return model, pixels
