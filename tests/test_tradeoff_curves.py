@@ -98,6 +98,21 @@ def test_fidelity_per_unit_of_fid_is_the_slope_from_the_model_as_trained_to_its_
   assert rows[1].endswith("| off: 0.100 / 6.00 | none gained |")  # a tie keeps the model as trained
 
 
+@pytest.mark.parametrize("config, forms", [
+    (("glow", "smoke"), ["temperature"]), (("igpt", "smoke"), ["temperature"]),
+    (("code_prior", "smoke"), ["temperature"]), (("gan", "smoke"), ["truncation"]), (("vae", "smoke"), ["truncation"]),
+    (("latent_diffusion", "caption_smoke"), ["free"]), (("latent_diffusion", "smoke"), []),
+    (("ddpm", "smoke"), ["free", "classifier", "clip"]), (("ddpm", "caption_smoke"), ["free", "clip"])])
+def test_each_family_gets_its_knobs(config, forms):
+  """Two-stage families included; classifier-free guidance only for a model trained with a null condition
+  (the unconditional latent diffusion has no knob), classifier guidance never for a caption model."""
+  from experiments.comparison import tradeoff_curves
+  guides = {("*", "classifier"): "/c", ("*", "clip"): "/k"}
+  got = tradeoff_curves.forms_of(load_config(*config), guides, "row")
+  assert [form.name for form, _ in got] == forms
+  assert all(guide == {"classifier": "/c", "clip": "/k"}.get(form.guide, "") for form, guide in got)
+
+
 # ---------------------------------------------------------------------------------------------- the curves (slow)
 
 ROWS = ("glow", "vae", "gan", "ddpm")      # a knob of every kind: temperature, truncation, guidance

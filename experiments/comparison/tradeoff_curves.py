@@ -7,9 +7,11 @@
 Each row is a trained workdir under --workdirs (the comparison's rows: ROW/config.json and a
 checkpoint), restored once from its own config.json with the frozen models it names. Its knob
 (`KNOBS`, one `--config.sample.*` key per form) is swept, the rest of the config as trained:
-  flows (RealNVP, Glow), image-GPT   sample.temperature      0.5 .. 1.0 (1: the model as trained)
+  flows (RealNVP, Glow), image-GPT,  sample.temperature      0.5 .. 1.0 (1: the model as trained)
+  the code prior (two-stage)
   GAN, VAE                           sample.truncation       0.25 .. 2, and 0 (off: the model as trained)
-  diffusion, classifier-free         sample.guidance         w = 0, 0.5, 1, 2, 4, 8 (0 unconditional, 1 conditional)
+  diffusion, latent diffusion,       sample.guidance         w = 0, 0.5, 1, 2, 4, 8 (0 unconditional, 1 conditional)
+  classifier-free
   diffusion, classifier / CLIP       sample.guidance_scale   s = 0, 0.5, 1, 2, 4, 8 with the noise-conditional guide
                                                              of --guide=ROW:FORM=WORKDIR (docs/guidance.md)
 Every point is judged by `genfam.evaluation.sample_quality.evaluate` with the ladder's judges and sample
@@ -61,8 +63,8 @@ FREE = Form("free", "sample.guidance", SCALES, 1.0)
 CLASSIFIER = Form("classifier", "sample.guidance_scale", SCALES, 0.0, (("sample.guidance_form", "classifier"),),
                   "classifier")
 CLIP = Form("clip", "sample.guidance_scale", SCALES, 0.0, (("sample.guidance_form", "clip"),), "clip")
-KNOBS = {"flow": (TEMPERATURE,), "igpt": (TEMPERATURE,), "gan": (TRUNCATION,), "vae": (TRUNCATION,),
-         "diffusion": (FREE, CLASSIFIER, CLIP)}
+KNOBS = {"flow": (TEMPERATURE,), "igpt": (TEMPERATURE,), "code_prior": (TEMPERATURE,), "gan": (TRUNCATION,),
+         "vae": (TRUNCATION,), "diffusion": (FREE, CLASSIFIER, CLIP), "latent_diffusion": (FREE,)}
 
 
 def conditioned_on(config) -> str:
