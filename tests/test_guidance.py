@@ -141,10 +141,23 @@ def _stand_in_text_encoder(tokens):  # int32 [B, L] -> [B, 6] unit norm
   return mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
 
 
-def _params(family, spec, seed=0):
-  from genfam.loop.frozen import example_batch
-  state = family.init(jax.random.key(seed), example_batch(spec, 2))
-  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), family.eval_params(state))
+@functools.lru_cache(maxsize=None)
+def _initial_state(name):
+  """(spec, family, state): configs/<name>.py:noisy_smoke's family (float32) and its initial state,
+  initialised once (one jitted init: its compilation is most of a test's time) for the tests below,
+  which train it or cast its parameters to float64."""
+  with jax.enable_x64(False):   # (the first caller may be a float64 test)
+    config = load_config(name, "noisy_smoke")
+    spec = sources.dataset_spec(config.data.name)
+    family = registry.make_family(config, spec, **({"encode_text": _stand_in_text_encoder} if name == "clip" else {}))
+    return spec, family, jax.jit(family.init)(jax.random.key(0), frozen.example_batch(spec, 2))
+
+
+def _noisy_family_and_params(name):
+  """(spec, the float64 family, its parameters in float64) (call under jax.enable_x64)."""
+  _, spec, family = _noisy_family(name)
+  params = _initial_state(name)[1].eval_params(_initial_state(name)[2])
+  return spec, family, jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
 
 
 @pytest.mark.parametrize("name", ["classifier", "clip"])
@@ -153,41 +166,43 @@ def test_the_guidance_gradient_matches_finite_differences(name):
   (`samplers.log_density_gradient`: each example's own gradient) against central differences along
   random directions, float64; and example i's gradient does not depend on the other examples."""
   with jax.enable_x64(True):
-    _, spec, family = _noisy_family(name)
-    params = _params(family, spec)
+    spec, family, params = _noisy_family_and_params(name)
     x = jax.random.normal(jax.random.key(1), (3, *spec.image_shape), jnp.float64)
     t = jnp.array([0, 7, 19])
     if name == "classifier":
       condition = jnp.array([1, 2, 3])
     else:
       from genfam.families.auxiliary import clip
-      condition = jnp.asarray(clip.evaluation_prompts(spec)[0][:3])
-    objective = jax.jit(lambda x_, t_: family.exports["guidance_objective"](params, x_, t_, condition))
-    grad = jax.jit(samplers.log_density_gradient(objective))(x, t)
+      condition = jnp.asarray(clip.evaluation_prompts(spec)[0][:5])
+    # x, t and the condition are arguments: one compiled objective and one compiled gradient serve every call
+    objective = jax.jit(lambda x_, t_, c_: family.exports["guidance_objective"](params, x_, t_, c_))
+    gradient = jax.jit(lambda x_, t_, c_: samplers.log_density_gradient(
+        lambda a, b: objective(a, b, c_))(x_, t_))
+    grad = gradient(x, t, condition[:3])
     for seed in range(3):
       direction = jax.random.normal(jax.random.key(10 + seed), x.shape, jnp.float64)
       h = 1e-5
-      central = (objective(x + h * direction, t) - objective(x - h * direction, t)) / (2 * h)
+      central = (objective(x + h * direction, t, condition[:3]) - objective(x - h * direction, t, condition[:3])) / (
+          2 * h)
       np.testing.assert_allclose(jnp.sum((grad * direction).reshape(3, -1), axis=1), central, rtol=1e-6,
                                  atol=1e-9)
-    alone = jax.jit(samplers.log_density_gradient(lambda x_, t_: family.exports["guidance_objective"](
-        params, x_, t_, condition[1:2])))(x[1:2], t[1:2])
-    # (the timestep embedding is float32 (genfam.nets.unet): another program may round it differently)
-    np.testing.assert_allclose(grad[1:2], alone, rtol=1e-6, atol=1e-9)
+    # example 1 beside other examples (other images, timesteps and conditions): the same gradient
+    others = x.at[0].set(-x[2]).at[2].set(2.0 * x[0])
+    beside_others = gradient(others, jnp.array([12, 7, 3]), condition[jnp.array([4, 1, 0])])
+    np.testing.assert_allclose(grad[1:2], beside_others[1:2], rtol=1e-6, atol=1e-9)
     assert float(jnp.max(jnp.abs(grad))) > 0
 
 
 def test_the_noisy_classifier_exports_log_p_y_given_x_t():
   """log_prob is a normalised distribution over the classes; guidance_objective picks the label's entry."""
   with jax.enable_x64(True):
-    _, spec, family = _noisy_family("classifier")
-    params = _params(family, spec)
+    spec, family, params = _noisy_family_and_params("classifier")
     x, t = jax.random.normal(jax.random.key(3), (4, *spec.image_shape), jnp.float64), jnp.array([0, 5, 10, 19])
-    log_prob = family.exports["log_prob"](params, x, t)
-    np.testing.assert_allclose(jnp.exp(jax.nn.logsumexp(log_prob, axis=1)), 1.0, rtol=1e-12)
     labels = jnp.array([3, 1, 4, 1])
-    np.testing.assert_allclose(family.exports["guidance_objective"](params, x, t, labels),
-                               log_prob[jnp.arange(4), labels], rtol=1e-12)
+    log_prob, objective = jax.jit(lambda p: (family.exports["log_prob"](p, x, t),   # one program for both
+                                             family.exports["guidance_objective"](p, x, t, labels)))(params)
+    np.testing.assert_allclose(jnp.exp(jax.nn.logsumexp(log_prob, axis=1)), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(objective, log_prob[jnp.arange(4), labels], rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["classifier", "clip"])
@@ -195,11 +210,9 @@ def test_the_noisy_models_learn_on_their_smoke_configs(name):
   """A few updates on one batch of noised images lower the loss (the one loop's update), and the test
   metrics hold the headline at uniform t and one class accuracy per t-bucket."""
   config = load_config(name, "noisy_smoke")
-  spec = sources.dataset_spec(config.data.name)
-  family = registry.make_family(config, spec, **({"encode_text": _stand_in_text_encoder} if name == "clip" else {}))
+  spec, family, state = _initial_state(name)   # (init reads the images' shape only)
   batch = frozen.pilot_batch(config.data, 32, with_captions=True)   # 32 training images, labels, captions
   batch["attributes"] = np.zeros((32, spec.num_attributes), np.int32)   # (the attribute metrics' inputs only)
-  state = family.init(jax.random.key(0), batch)
   update = jax.jit(family.update)
   losses = []
   for _ in range(30):
@@ -239,7 +252,7 @@ def test_gradient_guidance_at_scale_zero_samples_as_the_unguided_family():
   then its target only: the model is unconditional); its samples are conditioned on labels."""
   family = _family(_guided_config("classifier", scale=0.0))
   spec = sources.dataset_spec("digits")
-  params = family.eval_params(family.init(jax.random.key(0), frozen.example_batch(spec, 2)))
+  params = family.eval_params(jax.jit(family.init)(jax.random.key(0), frozen.example_batch(spec, 2)))
   guided = family.sample(params, jax.random.key(5), 4, np.arange(4, dtype=np.int32))
   plain = _family(_guided_config("free")).sample(params, jax.random.key(5), 4, None)
   assert family.sample_condition == "label" and guided.dtype == np.uint8
