@@ -3,6 +3,8 @@
 Tiny models (K = 7 token values, D = 12 positions, width 16) with a random
 (not zero) head, so every logit depends on the context.
 """
+import functools
+
 import chex
 import jax
 import jax.test_util
@@ -20,18 +22,37 @@ def _model(prefix_len=0, prefix_vocab=0, query_block=0, dropout=0.0):
                      depth=2, num_heads=2, mlp_ratio=2, dropout=dropout, zero_head=False, query_block=query_block)
 
 
+@functools.lru_cache(maxsize=None)
+def _initial_params(seed):
+  """Params of the widest model of the cases (a 4-token prefix over 9 words), initialised once
+  per seed (one init program for every case: the others take slices of it, `_params`)."""
+  model = _model(prefix_len=4, prefix_vocab=9)
+  tokens, prefix = jnp.zeros((1, D), jnp.int32), jnp.ones((1, 4), jnp.int32)
+  params = jax.jit(model.init)(jax.random.split(jax.random.PRNGKey(seed), 3)[2], tokens, prefix)["params"]
+  return jax.tree.map(np.asarray, params)
+
+
+def _params(seed, prefix_len=0, prefix_vocab=0):
+  """Random params (a random head) of _model(prefix_len, prefix_vocab, ...) for `seed`."""
+  params = dict(_initial_params(seed))
+  del params["prefix_embed"], params["prefix_pos_embed"]
+  if prefix_len:
+    params["prefix_embed"] = {"embedding": _initial_params(seed)["prefix_embed"]["embedding"][:prefix_vocab]}
+    params["prefix_pos_embed"] = _initial_params(seed)["prefix_pos_embed"][:prefix_len]
+  return jax.tree.map(jnp.asarray, params)
+
+
 def _setup(seed, prefix_len=0, prefix_vocab=0, query_block=0, padded=False):
   """(model, params, tokens [B, D], prefix [B, P] or None, prefix_mask [B, P] or None)."""
   model = _model(prefix_len, prefix_vocab, query_block)
-  k_tok, k_pre, k_init = jax.random.split(jax.random.PRNGKey(seed), 3)
+  k_tok, k_pre, _ = jax.random.split(jax.random.PRNGKey(seed), 3)
   tokens = jax.random.randint(k_tok, (B, D), 0, K)
   prefix = jax.random.randint(k_pre, (B, prefix_len), 1, prefix_vocab) if prefix_len else None
   mask = None
   if padded:  # example b keeps its first P - b tokens, the rest is padding (token 0)
     keep = jnp.arange(prefix_len)[None] < (prefix_len - jnp.arange(B))[:, None]
     prefix, mask = jnp.where(keep, prefix, 0), keep
-  params = jax.jit(model.init)(k_init, tokens, prefix, mask)["params"]
-  return model, params, tokens, prefix, mask
+  return model, _params(seed, prefix_len, prefix_vocab), tokens, prefix, mask
 
 
 CASES = {"plain": {}, "label": dict(prefix_len=1, prefix_vocab=5),
@@ -43,22 +64,33 @@ class CausalityTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_logits_at_i_see_only_tokens_before_i(self):
+    """Per case and seed, one network call on the base tokens and their four probes stacked in
+    one batch [5B, D] (the probes in numpy: no eager op per probe)."""
     for case, kwargs in CASES.items():
       model = _model(kwargs.get("prefix_len", 0), kwargs.get("prefix_vocab", 0), kwargs.get("query_block", 0))
-      apply = self.variant(lambda p, t, c, m: model.apply({"params": p}, t, c, m))
+      apply = self.variant(lambda p, t, c, m: model.apply({"params": p}, t, c, m))  # noqa: B023
       for seed in range(3):
         _, params, tokens, prefix, mask = _setup(seed, **kwargs)
-        logits_fn = lambda t: apply(params, t, prefix, mask)  # noqa: E731
-        base = logits_fn(tokens)
+        tokens = np.asarray(tokens)
         rng = np.random.default_rng(seed)
         i = int(rng.integers(1, D))
+        probes = []
         for j in (i, int(rng.integers(i, D)), D - 1):      # a token at or after i changes
-          changed = tokens.at[:, j].set((tokens[:, j] + 1 + int(rng.integers(K - 1))) % K)
-          np.testing.assert_allclose(logits_fn(changed)[:, :i + 1], base[:, :i + 1], rtol=0, atol=1e-6,
-                                     err_msg=f"{case} seed {seed}: position <= {i} saw token {j}")
+          changed = tokens.copy()
+          changed[:, j] = (tokens[:, j] + 1 + int(rng.integers(K - 1))) % K
+          probes.append((j, changed))
         j = int(rng.integers(0, i))                          # a token before i changes
-        changed = tokens.at[:, j].set((tokens[:, j] + 1) % K)
-        assert np.abs(np.asarray(logits_fn(changed)[:, i] - base[:, i])).max() > 1e-4, (case, seed, i, j)
+        changed = tokens.copy()
+        changed[:, j] = (tokens[:, j] + 1) % K
+        probes.append((j, changed))
+        tile = lambda a: None if a is None else np.tile(np.asarray(a), (1 + len(probes), 1))  # noqa: E731
+        logits = np.asarray(apply(params, np.concatenate([tokens] + [c for _, c in probes]), tile(prefix),
+                                  tile(mask))).reshape(1 + len(probes), B, D, K)
+        base = logits[0]
+        for (j, _), changed_logits in zip(probes[:3], logits[1:4]):
+          np.testing.assert_allclose(changed_logits[:, :i + 1], base[:, :i + 1], rtol=0, atol=1e-6,
+                                     err_msg=f"{case} seed {seed}: position <= {i} saw token {j}")
+        assert np.abs(logits[4][:, i] - base[:, i]).max() > 1e-4, (case, seed, i, probes[3][0])
 
 
 def _brute_force_attention(q, k, v, mask):
@@ -85,6 +117,23 @@ def _prefix_mask(batch, seq, prefix_len=3):
   return jnp.asarray(causal[None, None] & (valid[:, None, None, :] | np.eye(seq, dtype=bool)[None, None]))
 
 
+def _gradient_case():
+  """(q, k, v, cotangent g) [2, 7, 2, 3] float64 (under enable_x64) and a caption-style mask."""
+  q, k, v, g = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 7, 2, 3), jnp.float64)
+  return q, k, v, g, _prefix_mask(2, 7)
+
+
+def _plain_attention(mask):
+  """softmax(q k^T / sqrt(3), masked) v in plain jnp ops (head size 3)."""
+
+  def plain(q, k, v):
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(3.0)
+    p = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", p, v)
+
+  return plain
+
+
 class QueryBlockTest(chex.TestCase):
   """Blocked causal attention (query_block > 0) against brute force in float64 (values and
   gradients), against one dot_product_attention call in float32, and in bfloat16."""
@@ -92,10 +141,11 @@ class QueryBlockTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_blocks_equal_brute_force_in_float64(self):
     with jax.enable_x64(True):
-      q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 11, 2, 4), jnp.float64)
-      for mask in (None, _prefix_mask(3, 11)):
+      # T = 7: block 1, blocks that do not divide T (3, 4) and one of T - 1 (6)
+      q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 7, 2, 4), jnp.float64)
+      for mask in (None, _prefix_mask(3, 7)):
         expected = _brute_force_attention(q, k, v, mask)
-        for block in (1, 4, 5, 10):
+        for block in (1, 3, 4, 6):
           attend = self.variant(lambda q, k, v, m=mask, b=block: causal_attention(q, k, v, m, b))
           out = attend(q, k, v)
           assert out.dtype == jnp.float64
@@ -103,41 +153,43 @@ class QueryBlockTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_block_gradients_in_float64(self):
-    """Gradients of every block size equal those of a plain jnp softmax attention, and
-    match finite differences (jax.test_util.check_grads)."""
+    """Gradients of every block size equal those of a plain jnp softmax attention."""
     with jax.enable_x64(True):
-      q, k, v, g = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 9, 2, 3), jnp.float64)
-      mask = _prefix_mask(2, 9)
-
-      def plain(q, k, v):
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(3.0)
-        p = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
-        return jnp.einsum("bhqk,bkhd->bqhd", p, v)
+      q, k, v, g, mask = _gradient_case()
+      plain = _plain_attention(mask)
 
       def grads(fn):
         return self.variant(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * g), argnums=(0, 1, 2)))(q, k, v)
 
       want = grads(plain)
-      for block in (1, 2, 4):
+      for block in (1, 2, 4):                              # T = 7: 2 and 4 do not divide it
         blocked = lambda q, k, v, b=block: causal_attention(q, k, v, mask, b)  # noqa: E731
         for got, expected, name in zip(grads(blocked), want, "qkv"):
           np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=f"d{name}, block {block}")
-        # jitted: one program per block size (check_grads runs outside the variant, in both)
+
+  def test_block_gradients_match_finite_differences_in_float64(self):
+    """jax.test_util.check_grads of every block size, jitted: one program per block size (it ran
+    outside the chex variant, the same check twice, when it was part of the test above)."""
+    with jax.enable_x64(True):
+      q, k, v, _, mask = _gradient_case()
+      for block in (1, 2, 4):
+        blocked = lambda q, k, v, b=block: causal_attention(q, k, v, mask, b)  # noqa: E731
         jax.test_util.check_grads(jax.jit(blocked), (q, k, v), order=1, modes=("rev",), eps=1e-6)
 
   def test_blocks_match_one_dot_product_attention_call_in_float32(self):
-    q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 11, 2, 4))
+    q, k, v = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 7, 2, 4))    # T = 7: block 4 does not divide it
     attend = jax.jit(causal_attention, static_argnums=4)
-    for mask in (None, _prefix_mask(2, 11)):
+    for mask in (None, _prefix_mask(2, 7)):
       full = attend(q, k, v, mask, 0)
       for block in (1, 4, 20):
         np.testing.assert_allclose(attend(q, k, v, mask, block), full, rtol=1e-5, atol=1e-6)
 
   def test_bfloat16_blocks_stay_bfloat16_and_near_float32(self):
-    q, k, v = jax.random.normal(jax.random.PRNGKey(2), (3, 2, 16, 2, 8))
-    low = causal_attention(*(a.astype(jnp.bfloat16) for a in (q, k, v)), None, 4)
+    q, k, v = jax.random.normal(jax.random.PRNGKey(2), (3, 2, 10, 2, 8))   # T = 10 in blocks of 4
+    attend = jax.jit(causal_attention, static_argnums=(3, 4))
+    low = attend(*(a.astype(jnp.bfloat16) for a in (q, k, v)), None, 4)
     assert low.dtype == jnp.bfloat16
-    np.testing.assert_allclose(low.astype(jnp.float32), causal_attention(q, k, v, None, 0), atol=0.05)
+    np.testing.assert_allclose(low.astype(jnp.float32), attend(q, k, v, None, 0), atol=0.05)
 
 
 def _cached_logits(model, params, tokens, prefix, mask):
@@ -163,7 +215,7 @@ class CacheTest(chex.TestCase):
   def test_cached_logits_equal_the_full_forward_at_every_position(self):
     for case, kwargs in CASES.items():
       model, params, tokens, prefix, mask = _setup(1, **kwargs)
-      full = model.apply({"params": params}, tokens, prefix, mask)
+      full = jax.jit(model.apply)({"params": params}, tokens, prefix, mask)
       cached = self.variant(lambda t: _cached_logits(model, params, t, prefix, mask))(tokens)
       chex.assert_shape(cached, (B, D, K))
       np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5, err_msg=case)
@@ -172,9 +224,10 @@ class CacheTest(chex.TestCase):
     for case, kwargs in CASES.items():
       model, params, _, prefix, mask = _setup(2, **kwargs)
       for temperature, top_k in ((1.0, 0),) if case != "caption" else ((0.8, 3),):
-        draws = {s: jax.jit(lambda r, s=s: sample_tokens(model, params, r, B, prefix, mask, temperature=temperature,
-                                                         top_k=top_k, sampler=s))(jax.random.PRNGKey(5))
-                 for s in ("cached", "uncached")}
+        # both samplers in one program (one compilation per case)
+        draws = jax.jit(lambda r: {s: sample_tokens(model, params, r, B, prefix, mask,  # noqa: B023
+                                                    temperature=temperature, top_k=top_k, sampler=s)  # noqa: B023
+                                   for s in ("cached", "uncached")})(jax.random.PRNGKey(5))
         chex.assert_shape(draws["cached"], (B, D))
         np.testing.assert_array_equal(draws["cached"], draws["uncached"], err_msg=f"{case} T={temperature} k={top_k}")
         assert int(draws["cached"].max()) < K and int(draws["cached"].min()) >= 0
@@ -197,7 +250,7 @@ class PrefixTest(chex.TestCase):
     long_params["prefix_pos_embed"] = jnp.concatenate(
         [params["prefix_pos_embed"], jax.random.normal(jax.random.PRNGKey(0), (3, 16))], axis=0)
     long_prefix = jnp.pad(prefix, ((0, 0), (0, 3)))
-    long_logits = longer.apply({"params": long_params}, tokens, long_prefix, long_prefix != 0)
+    long_logits = jax.jit(longer.apply)({"params": long_params}, tokens, long_prefix, long_prefix != 0)
     np.testing.assert_allclose(long_logits, base, rtol=1e-5, atol=1e-5)
     # while a real caption word does matter
     other = prefix.at[:, 0].set(prefix[:, 0] % 8 + 1)
@@ -206,21 +259,22 @@ class PrefixTest(chex.TestCase):
 
 def test_top_k_keeps_only_the_k_most_likely():
   logits = jnp.log(jnp.array([[0.1, 0.4, 0.2, 0.3]] * 2000))
-  drawn = np.asarray(jax.vmap(lambda r: draw(r, logits[:1], 1.0, top_k=2))(
+  drawn = np.asarray(jax.jit(jax.vmap(lambda r: draw(r, logits[:1], 1.0, top_k=2)))(
       jax.random.split(jax.random.PRNGKey(0), 2000)))[:, 0]
   assert set(np.unique(drawn)) == {1, 3}
   assert abs((drawn == 1).mean() - 4 / 7) < 0.05
-  full = np.asarray(draw(jax.random.PRNGKey(1), logits, 1.0, top_k=0))
+  full = np.asarray(jax.jit(draw, static_argnums=(2, 3))(jax.random.PRNGKey(1), logits, 1.0, 0))
   assert set(np.unique(full)) == {0, 1, 2, 3}
 
 
 def test_dropout_is_active_only_in_training():
   model = _model(dropout=0.5)
   tokens = jax.random.randint(jax.random.PRNGKey(0), (B, D), 0, K)
-  params = model.init(jax.random.PRNGKey(1), tokens)["params"]
-  eval_logits = model.apply({"params": params}, tokens)
-  np.testing.assert_array_equal(model.apply({"params": params}, tokens), eval_logits)
-  train_logits = model.apply({"params": params}, tokens, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+  params = _params(1)
+  apply = jax.jit(model.apply, static_argnames="train")
+  eval_logits = apply({"params": params}, tokens)
+  np.testing.assert_array_equal(apply({"params": params}, tokens), eval_logits)
+  train_logits = apply({"params": params}, tokens, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
   assert np.abs(np.asarray(train_logits - eval_logits)).max() > 1e-4
 
 
