@@ -57,14 +57,22 @@ def _batch(spec, num, seed=0):
   return batch
 
 
+PARAMS = {}
+
+
 def _family(config, spec, random_head=True, seed=0):
-  """(family, params): params from init, with a random head unless random_head=False (then zero: uniform)."""
+  """(family, params): params from init, with a random head unless random_head=False (then zero: uniform).
+  The params are initialised once per model config, spec, seed and head (both chex variants, and
+  configs that differ only in sampling options, share them)."""
   family = igpt.make(config, spec)
-  params = family.eval_params(jax.jit(family.init)(jax.random.PRNGKey(seed), _batch(spec, 2)))
-  if random_head:
-    head = params["head"]["kernel"]
-    params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(seed + 1), head.shape)
-  return family, params
+  key = (config.model.to_json(), repr(spec), random_head, seed)
+  if key not in PARAMS:
+    params = family.eval_params(jax.jit(family.init)(jax.random.PRNGKey(seed), _batch(spec, 2)))
+    if random_head:
+      head = params["head"]["kernel"]
+      params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(seed + 1), head.shape)
+    PARAMS[key] = params
+  return family, jax.tree.map(lambda x: x, PARAMS[key])
 
 
 class LikelihoodTest(chex.TestCase):
@@ -87,13 +95,14 @@ class LikelihoodTest(chex.TestCase):
     images = np.array(list(itertools.product(range(3), repeat=3)), np.uint8).reshape(27, 1, 3, 1)
     for condition, spec_c in (("none", spec), ("label", spec), ("caption", _caption_spec(spec))):
       family, params = _family(_config(condition), spec_c)
-      loglik = self.variant(family.log_likelihood)
+      # all 27 images under label (or caption) 0 and under 1, in one batch of 54
+      batch = {"image": np.concatenate([images, images]), "label": np.repeat(np.arange(2, dtype=np.int32), 27)}
+      if condition == "caption":
+        batch["caption"] = np.repeat(np.array([[3, 4, 0, 0, 0], [3, 5, 0, 0, 0]], np.int32), 27, axis=0)
+      bpd = np.asarray(self.variant(family.log_likelihood)(params, batch, jax.random.PRNGKey(0))["bpd"], np.float64)
       for label in range(2):
-        batch = {"image": images, "label": np.full(27, label, np.int32)}
-        if condition == "caption":
-          batch["caption"] = np.tile(np.array([[3, 4 + label, 0, 0, 0]], np.int32), (27, 1))
-        bpd = np.asarray(loglik(params, batch, jax.random.PRNGKey(0))["bpd"], np.float64)
-        np.testing.assert_allclose(np.sum(2.0 ** (-bpd * 3)), 1.0, rtol=1e-5, err_msg=condition)
+        np.testing.assert_allclose(np.sum(2.0 ** (-bpd[27 * label:27 * (label + 1)] * 3)), 1.0, rtol=1e-5,
+                                   err_msg=condition)
 
   def test_label_prefix_matters_only_when_conditional(self):
     spec = _spec()
