@@ -75,7 +75,7 @@ class BoundTest(chex.TestCase):
     chex.assert_shape([report["bpd"], report["recon_bpd"], report["prior_bpd"]], (5,))
     np.testing.assert_allclose(report["prior_bpd"], 4 * 4 * math.log2(16) / 64, rtol=1e-6)
     np.testing.assert_allclose(report["bpd"], report["recon_bpd"] + report["prior_bpd"], rtol=1e-6)
-    codes = family.exports["encode"](params, batch["image"])
+    codes = jax.jit(family.exports["encode"])(params, batch["image"])
     recon = self.variant(family.exports["decoder_nll_bits"])(params, batch["image"], codes)
     np.testing.assert_allclose(report["recon_bpd"], recon, rtol=1e-6)
     np.testing.assert_array_equal(report["bpd"], again["bpd"])                # no sampling in the bound
@@ -86,20 +86,24 @@ class BoundTest(chex.TestCase):
     spec = DatasetSpec(name="toy", image_shape=(1, 1, 1), num_bins=17, class_names=("a",))
     family = registry.make_family(_config(widths=(4,), blocks=(1,)), spec)
     images = np.arange(17, dtype=np.uint8).reshape(17, 1, 1, 1)
-    params = family.eval_params(family.init(jax.random.PRNGKey(0), {"image": images}))
+    params = family.eval_params(jax.jit(family.init)(jax.random.PRNGKey(0), {"image": images}))
+    # the 17 images under each of codes 0, 1, 2 in one call: [3 * 17]
+    codes = np.repeat(np.arange(3, dtype=np.int32), 17).reshape(51, 1, 1)
+    bits = np.asarray(jax.jit(family.exports["decoder_nll_bits"])(params, np.tile(images, (3, 1, 1, 1)), codes),
+                      np.float64)
     for code in range(3):
-      bits = family.exports["decoder_nll_bits"](params, images, np.full((17, 1, 1), code, np.int32))
-      np.testing.assert_allclose(np.sum(2.0 ** -np.asarray(bits, np.float64)), 1.0, rtol=1e-5)
+      np.testing.assert_allclose(np.sum(2.0 ** -bits[17 * code:17 * (code + 1)]), 1.0, rtol=1e-5)
 
 
 def test_exports_shapes_and_ranges():
   family, state = _family()
   params = family.eval_params(state)
   batch = _batch(3)
-  codes = family.exports["encode"](params, batch["image"])
+  codes = jax.jit(family.exports["encode"])(params, batch["image"])
   assert codes.shape == (3, 4, 4) and codes.dtype == jnp.int32 and 0 <= int(codes.min()) <= int(codes.max()) < 16
-  drawn = family.exports["decode"](params, codes, jax.random.PRNGKey(0))
-  modes = [family.exports["decode"](params, codes, jax.random.PRNGKey(k), "mode") for k in range(2)]
+  drawn = jax.jit(family.exports["decode"])(params, codes, jax.random.PRNGKey(0))
+  decode = jax.jit(family.exports["decode"], static_argnums=3)
+  modes = [decode(params, codes, jax.random.PRNGKey(k), "mode") for k in range(2)]
   assert drawn.shape == (3, 8, 8, 1) and drawn.dtype == jnp.uint8 and int(drawn.max()) < SPEC.num_bins
   np.testing.assert_array_equal(modes[0], modes[1])                          # the mode needs no key
   samples = family.sample(params, jax.random.PRNGKey(0), 4)
@@ -112,7 +116,7 @@ def test_codebook_starts_at_the_first_batch_encoder_outputs():
   model, _ = vq.build(_config(), SPEC)
   params = state.params
   xc = jnp.asarray(_batch(16)["image"], jnp.float32) * (2.0 / 16) - 1.0
-  z_e = model.apply({"params": params}, xc, method=vq.VQVAE.encode).reshape(-1, 4)      # [256, 4]
+  z_e = jax.jit(lambda p, x: model.apply({"params": p}, x, method=vq.VQVAE.encode))(params, xc).reshape(-1, 4)      # [256, 4]
   gaps = np.sqrt(((np.asarray(params["codebook"])[:, None] - np.asarray(z_e)[None]) ** 2).sum(-1)).min(1)
   assert np.all(gaps < 0.1 * float(jnp.std(z_e)) * 2), gaps
 
