@@ -62,10 +62,10 @@ PARAMS = {}
 
 def _family(config, spec, random_head=True, seed=0):
   """(family, params): params from init, with a random head unless random_head=False (then zero: uniform).
-  The params are initialised once per model config, spec, seed and head (both chex variants, and
-  configs that differ only in sampling options, share them)."""
+  The params are initialised once per transformer, seed and head (both chex variants, and configs
+  that differ only in sampling options or in how they name the same model, share them)."""
   family = igpt.make(config, spec)
-  key = (config.model.to_json(), repr(spec), random_head, seed)
+  key = (repr(igpt.make_model(config, spec)), random_head, seed)
   if key not in PARAMS:
     params = family.eval_params(jax.jit(family.init)(jax.random.PRNGKey(seed), _batch(spec, 2)))
     if random_head:
