@@ -27,11 +27,17 @@ DIGITS = DatasetSpec("digits", (8, 8, 1), 17, tuple(f"digit {k}" for k in range(
 def test_generator_and_discriminator_shapes(shape):
   g, d = Generator(shape, 4, 2, 8), Discriminator(shape, 4, 2, 8)
   z, c = jnp.zeros((3, 5)), jnp.ones((3, 10))
-  g_params = g.init(jax.random.key(0), z, c)
-  out = g.apply(g_params, jax.random.normal(jax.random.key(1), (3, 5)), c)
+
+  @jax.jit   # one program (eagerly, each layer's ops would compile one by one)
+  def generate_and_discriminate():
+    g_params = g.init(jax.random.key(0), z, c)
+    out = g.apply(g_params, jax.random.normal(jax.random.key(1), (3, 5)), c)
+    d_params = d.init(jax.random.key(2), out, c)
+    return out, d.apply(d_params, out, c)
+
+  out, logits = generate_and_discriminate()
   assert out.shape == (3,) + shape and float(out.min()) > 0 and float(out.max()) < 1
-  d_params = d.init(jax.random.key(2), out, c)
-  assert d.apply(d_params, out, c).shape == (3,)
+  assert logits.shape == (3,)
 
 
 def test_levels_that_need_padding_are_refused():
@@ -69,7 +75,10 @@ def test_interpolated_conditions_are_halfway():
 
 
 def _family(variant="smoke", **model):
+  """configs/gan.py:<variant> with one level (at 8 x 8; the two-level nets' shapes are the test above's),
+  and `model` keys."""
   config = load_config("gan", variant)
+  config.model.num_levels = 1
   for key, value in model.items():
     config.model[key] = value
   return config, gan.make_family(config, DIGITS, encode_text=_stand_in_text_encoder)
@@ -92,7 +101,7 @@ def smoke():
   """The label smoke family, its jitted update (compiled once for the tests below) and a batch."""
   config, family = _family()
   batch = _batch()
-  return config, family, jax.jit(family.update), batch, family.init(jax.random.key(0), batch)
+  return config, family, jax.jit(family.update), batch, jax.jit(family.init)(jax.random.key(0), batch)
 
 
 def test_gan_int_never_reaches_the_discriminator(smoke):
@@ -138,8 +147,9 @@ def test_sampling_uses_the_ema_generator(smoke):
   samples = family.sample(params, jax.random.key(3), 6, labels)
   z = config.sample.temperature * jax.random.normal(jax.random.key(3), (6, model.latent_dim))
   c = jax.nn.one_hot(labels, 10)
-  np.testing.assert_array_equal(samples, gan.to_pixels(model.generator.apply({"params": ema}, z, c), 17))
-  raw = gan.to_pixels(model.generator.apply({"params": state.g_params}, z, c), 17)
+  generate = jax.jit(lambda g: gan.to_pixels(model.generator.apply({"params": g}, z, c), 17))   # one program, twice
+  np.testing.assert_array_equal(samples, generate(ema))
+  raw = generate(state.g_params)
   assert samples.dtype == jnp.uint8 and samples.shape == (6, 8, 8, 1) and not np.array_equal(samples, raw)
 
 
