@@ -128,9 +128,13 @@ def test_padding_changes_nothing_and_real_words_do():
   other["caption"][:, 1] = 2 + (batch["caption"][:, 1] - 1) % (VOCAB - 2)          # another real word
   assert not np.allclose(elbo(params, other), base, rtol=1e-6)
 
-  caption = model.apply({"params": params}, jnp.asarray(batch["caption"]), method=draw.AlignDRAW.encode_caption)
-  h_gen = jax.random.normal(jax.random.PRNGKey(2), (2, 6))   # [B, generator_hidden]
-  _, alpha = model.apply({"params": params}, h_gen, caption, method=draw.AlignDRAW.align)
+  @jax.jit   # one program (eagerly, each op would compile on its own)
+  def alignment(params, tokens):
+    caption = model.apply({"params": params}, tokens, method=draw.AlignDRAW.encode_caption)
+    h_gen = jax.random.normal(jax.random.PRNGKey(2), (2, 6))   # [B, generator_hidden]
+    return model.apply({"params": params}, h_gen, caption, method=draw.AlignDRAW.align)[1]
+
+  alpha = alignment(params, jnp.asarray(batch["caption"]))
   np.testing.assert_allclose(jnp.sum(alpha, -1), 1.0, rtol=1e-6)
   assert np.all(np.asarray(alpha)[:, 3:] == 0.0) and np.all(np.asarray(alpha)[:, :3] > 0.0)
 
@@ -178,22 +182,28 @@ def test_the_elbo_and_iwae_bound_log_p_computed_by_quadrature():
     e = jnp.asarray(grid).reshape(1, -1, 1)                             # [T, G, Z]
     tile = lambda a: jnp.repeat(a, grid.size, axis=0)  # noqa: E731
 
-    log_px_prior = jax.jit(lambda e: pixels.log_prob(tile(x), draw.generate(model, params, tile(tokens), e)))(e)
-    log_p = jax.nn.logsumexp(log_px_prior + log_weight)
-
-    canvas, (qm, qs, pm, ps) = jax.jit(lambda e: draw.infer(model, params, tile(xc), tile(tokens), e))(e)
-    log_px_post = pixels.log_prob(tile(x), canvas)
-    kl = aligndraw.gaussian_kl(qm[0, 0], qs[0, 0], pm[0, 0], ps[0, 0])[0]
-    expected_elbo = jnp.sum(jnp.exp(log_weight) * log_px_post) - kl
-    assert float(log_p - expected_elbo) > 1e-3                          # a real gap, not rounding
-
     draws = 4000
     many = {k: np.repeat(v, draws, axis=0) for k, v in batch.items()}
-    elbo = -np.asarray(jax.jit(lambda r: _elbo(model, pixels, 1, params, many, r))(jax.random.PRNGKey(4)))
-    assert abs(elbo.mean() - float(expected_elbo)) < 4 * elbo.std() / np.sqrt(draws)
     iwae = aligndraw.iwae_fn(model, pixels, 1, 1, 16, 4)
-    iwae_bound = -np.asarray(jax.jit(iwae)(params, {k: v[:500] for k, v in many.items()},
-                                           jax.random.PRNGKey(5))["bpd"]) * np.log(2)       # nats (D = 1)
+
+    @jax.jit   # one program: the quadratures, the family's one-path ELBO and IWAE-16
+    def quadrature_and_bounds(e):
+      log_px_prior = pixels.log_prob(tile(x), draw.generate(model, params, tile(tokens), e))
+      log_p = jax.nn.logsumexp(log_px_prior + log_weight)
+      canvas, (qm, qs, pm, ps) = draw.infer(model, params, tile(xc), tile(tokens), e)
+      log_px_post = pixels.log_prob(tile(x), canvas)
+      kl = aligndraw.gaussian_kl(qm[0, 0], qs[0, 0], pm[0, 0], ps[0, 0])[0]
+      expected_elbo = jnp.sum(jnp.exp(log_weight) * log_px_post) - kl
+      elbo = _elbo(model, pixels, 1, params, many, jax.random.PRNGKey(4))
+      iwae_bpd = iwae(params, {k: v[:500] for k, v in many.items()}, jax.random.PRNGKey(5))["bpd"]
+      return log_p, expected_elbo, elbo, iwae_bpd
+
+    log_p, expected_elbo, elbo, iwae_bpd = quadrature_and_bounds(e)
+    assert float(log_p - expected_elbo) > 1e-3                          # a real gap, not rounding
+
+    elbo = -np.asarray(elbo)
+    assert abs(elbo.mean() - float(expected_elbo)) < 4 * elbo.std() / np.sqrt(draws)
+    iwae_bound = -np.asarray(iwae_bpd) * np.log(2)                      # nats (D = 1)
     stderr = 4 * iwae_bound.std() / np.sqrt(iwae_bound.size)
     assert float(expected_elbo) - stderr < iwae_bound.mean() < float(log_p) + stderr
     assert iwae_bound.mean() > elbo.mean()
