@@ -32,6 +32,12 @@ def _batch(b=16, seed=0):
           "label": np.arange(b, dtype=np.int32) % 10}
 
 
+def _initial_params(family):
+  """The family's evaluation parameters at initialisation: one jitted init (eagerly, each layer's ops
+  would compile one by one)."""
+  return family.eval_params(jax.jit(family.init)(jax.random.PRNGKey(0), _batch()))
+
+
 def _family(module, name, **sample):
   config = load_config(name)
   for key, value in sample.items():
@@ -47,7 +53,7 @@ def test_flow_temperature_scales_the_base_noise_and_the_sample_inverts_it(name):
     np.testing.assert_allclose(jnp.linalg.norm(eps, axis=1), t * jnp.linalg.norm(eps1, axis=1), rtol=1e-6)
   assert load_config(name).sample.temperature == 1.0                      # the default samples as trained
   family = _family(flow, name, temperature=0.5)
-  params = family.eval_params(family.init(jax.random.PRNGKey(0), _batch()))
+  params = _initial_params(family)
   model = flow.build_model(load_config(name).model, DIGITS.image_shape)
   inverse = jax.jit(lambda eps: model.apply(params, eps, None, method=model.inverse_and_log_det)[0])
   eps_rng, _ = jax.random.split(RNG)
@@ -76,28 +82,35 @@ def test_gan_sample_is_the_generator_of_the_truncated_noise():
   config = load_config("gan")
   config.sample.truncation = 0.5
   family = gan.make_family(config, DIGITS)
-  params = family.eval_params(family.init(jax.random.PRNGKey(0), _batch()))
+  params = _initial_params(family)
   labels = np.arange(5, dtype=np.int32)
   z = gan.latent_noise(RNG, 5, config.model.latent_dim, 1.0, 0.5)
-  want = gan.to_pixels(family.exports["generate"](params, z, jax.nn.one_hot(labels, 10)), DIGITS.num_bins)
+  generate = jax.jit(family.exports["generate"])   # one program for both draws below
+  want = gan.to_pixels(generate(params, z, jax.nn.one_hot(labels, 10)), DIGITS.num_bins)
   np.testing.assert_array_equal(family.sample(params, RNG, 5, labels), want)
   default = gan.make_family(load_config("gan"), DIGITS)
-  want = gan.to_pixels(default.exports["generate"](params, jax.random.normal(RNG, (5, config.model.latent_dim)),
-                                                   jax.nn.one_hot(labels, 10)), DIGITS.num_bins)
+  assert gan.build(load_config("gan"), DIGITS).generator == gan.build(config, DIGITS).generator   # its generate
+  want = gan.to_pixels(generate(params, jax.random.normal(RNG, (5, config.model.latent_dim)),
+                                jax.nn.one_hot(labels, 10)), DIGITS.num_bins)
   np.testing.assert_array_equal(default.sample(params, RNG, 5, labels), want)   # truncation off: today's sampler
 
 
 def test_vae_truncation_off_is_the_prior_draw_and_on_bounds_the_noise():
   config = load_config("vae")
   family = vae.make(config, DIGITS)
-  params = family.eval_params(family.init(jax.random.PRNGKey(0), _batch()))
+  params = _initial_params(family)
   model, pixels = vae.build(config, DIGITS)
+
+  @jax.jit   # one program for both draws below (eagerly, each layer's ops would compile one by one)
+  def from_noise(eps, t):
+    mean, log_scale = model.apply({"params": params}, None, 6, method=VAE.prior)
+    z = mean + t * jnp.exp(log_scale) * eps
+    return pixels.mode(model.apply({"params": params}, z, None, method=VAE.decode)).astype(jnp.uint8)
 
   def by_hand(eps_fn, t):
     k_z, _ = jax.random.split(RNG)
-    mean, log_scale = model.apply({"params": params}, None, 6, method=VAE.prior)
-    z = mean + t * jnp.exp(log_scale) * eps_fn(k_z, mean.shape)
-    return pixels.mode(model.apply({"params": params}, z, None, method=VAE.decode)).astype(jnp.uint8)
+    shape = jax.eval_shape(lambda: model.apply({"params": params}, None, 6, method=VAE.prior)[0]).shape
+    return from_noise(eps_fn(k_z, shape), t)
 
   np.testing.assert_array_equal(family.sample(params, RNG, 6), by_hand(jax.random.normal, 1.0))   # today's
   config.sample.temperature, config.sample.truncation = 0.7, 0.5
@@ -118,7 +131,7 @@ def test_colder_draws_agree_more_with_the_argmax():
 
 def test_igpt_near_zero_temperature_samples_one_image_from_any_key():
   family = _family(igpt, "igpt", temperature=1e-4)
-  params = family.eval_params(family.init(jax.random.PRNGKey(0), _batch()))
+  params = _initial_params(family)
   leaves, tree = jax.tree.flatten(params)   # away from the initial output layer's tied logits
   params = tree.unflatten([p + 0.3 * jax.random.normal(jax.random.PRNGKey(i), p.shape, p.dtype)
                            for i, p in enumerate(leaves)])
