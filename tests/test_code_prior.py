@@ -265,6 +265,25 @@ def test_samples_follow_the_decode_option():
     _prior(decode="mean")
 
 
+def test_temperature_scales_the_code_logits():
+  """sample.temperature T draws each code from softmax(logits / T) (the trade-off curves' knob): near
+  T = 0 the codes are the greedy ones whatever the key, so with decode='mode' every key gives the
+  same images, the stage-1 decoder's mode of the greedy codes; T = 1 (the default) samples as trained."""
+  family, params, config = _prior(decode="mode", temperature=1e-4)
+  a, b = family.sample(params, jax.random.PRNGKey(1), 3), family.sample(params, jax.random.PRNGKey(2), 3)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(a[0], a[1])
+  model = _transformer(config)
+  codes = np.zeros((1, GRID[0] * GRID[1]), np.int32)
+  for i in range(codes.shape[1]):     # greedy decoding by full forward passes
+    logits = jax.jit(lambda c: model.apply({"params": params}, c, None, None))(jnp.asarray(codes))
+    codes[0, i] = int(jnp.argmax(logits[0, i]))
+  ae = _autoencoder()
+  np.testing.assert_array_equal(a[0], ae.functions["decode"](ae.params, codes.reshape(1, *GRID),
+                                                             jax.random.PRNGKey(0), "mode")[0])
+  assert load_config("code_prior").sample.temperature == 1.0
+
+
 def test_bad_input_is_one_line():
   c = load_config("code_prior")
   with pytest.raises(GenfamError, match="autoencoder_workdir"):
