@@ -3,6 +3,7 @@ variants: likelihood kinds are the labelled ones of docs/DESIGN.md and every fam
 them; each family's functions take and return what the contract says (shapes and dtypes, traced
 with jax.eval_shape, so every config is checked in seconds); models that are not generative report
 test metrics instead."""
+import functools
 import glob
 import os
 
@@ -50,9 +51,31 @@ def _stand_in_text_encoder(tokens):  # int32 [B, L] -> [B, 6] unit norm
   return mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
 
 
+def _fewer_layers(c, spec):
+  """The smoke model with one of each repeated piece: tracing (jax.eval_shape) costs by the layers
+  traced (and the optimizer's by the parameters), and the contract's shapes and dtypes do not depend
+  on how many repeat (the layers are the nets' own tests'): a U-Net of one level without attention,
+  one coupling of each kind (RealNVP), one step per level (Glow), one transformer block, one GAN level."""
+  del spec
+  m = c.model
+  if "channel_mult" in m:
+    m.channel_mult, m.attn_resolutions = (1,), ()
+  if "couplings" in m:
+    m.couplings = (1, 1, 1)
+  if m.get("kind", "") == "glow":
+    m.num_steps = 1
+  if "depth" in m:
+    m.depth = 1
+  if c.family == "gan":
+    m.num_levels = 1
+  return c
+
+
+@functools.lru_cache(maxsize=None)   # built once for the tests below that check the same config
 def _family(name, variant):
   c = load_config(name, variant)
   spec = sources.dataset_spec(c.data.name)
+  c = _fewer_layers(c, spec)
   text = "text_encoder_workdir" in c.model and (   # as family_inputs: a caption model's or a noisy CLIP's
       c.model.get("condition", "") == "caption" or c.model.get("noise_conditional", False))
   inputs = {"encode_text": _stand_in_text_encoder} if text else {}
@@ -63,6 +86,7 @@ def _family(name, variant):
   return c, spec, registry.make_family(c, spec, **inputs)
 
 
+@functools.lru_cache(maxsize=None)
 def _stand_in_autoencoder(config_name):
   """A frozen stage-1 model as the loop hands it over (genfam.loop.frozen.Frozen): configs/<config_name>.py's
   smoke variant with zero parameters of its shapes (nothing is compiled)."""
