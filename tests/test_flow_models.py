@@ -122,8 +122,8 @@ class FlowShapesTest(parameterized.TestCase):
 
   @parameterized.product(kind=["glow", "realnvp"], shape=[(28, 28, 1), (32, 32, 3)])
   def test_shapes_without_padding(self, kind, shape):
-    model = (Glow(image_shape=shape, num_levels=2, num_steps=1, width=4) if kind == "glow"
-             else RealNVP(image_shape=shape, num_levels=2, width=4))
+    model = (Glow(image_shape=shape, num_levels=2, num_steps=1, width=4) if kind == "glow"   # (one coupling of
+             else RealNVP(image_shape=shape, num_levels=2, couplings=(1, 1, 1), width=4))   # each kind: traced)
     x = jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
     variables = jax.eval_shape(functools.partial(model.init, method=model.forward_and_log_det),
                                jax.random.key(0), x)
