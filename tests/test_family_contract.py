@@ -51,12 +51,11 @@ def _stand_in_text_encoder(tokens):  # int32 [B, L] -> [B, 6] unit norm
   return mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
 
 
-def _fewer_layers(c, spec):
+def _fewer_layers(c):
   """The smoke model with one of each repeated piece: tracing (jax.eval_shape) costs by the layers
   traced (and the optimizer's by the parameters), and the contract's shapes and dtypes do not depend
   on how many repeat (the layers are the nets' own tests'): a U-Net of one level without attention,
   one coupling of each kind (RealNVP), one step per level (Glow), one transformer block, one GAN level."""
-  del spec
   m = c.model
   if "channel_mult" in m:
     m.channel_mult, m.attn_resolutions = (1,), ()
@@ -75,7 +74,7 @@ def _fewer_layers(c, spec):
 def _family(name, variant):
   c = load_config(name, variant)
   spec = sources.dataset_spec(c.data.name)
-  c = _fewer_layers(c, spec)
+  c = _fewer_layers(c)
   text = "text_encoder_workdir" in c.model and (   # as family_inputs: a caption model's or a noisy CLIP's
       c.model.get("condition", "") == "caption" or c.model.get("noise_conditional", False))
   inputs = {"encode_text": _stand_in_text_encoder} if text else {}
