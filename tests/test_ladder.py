@@ -87,6 +87,16 @@ def test_each_rung_records_the_processor_that_trained_it(tmp_path, monkeypatch):
   assert json.load(open(tmp_path / "ladder_machines.json")) == machines
 
 
+def test_the_table_names_each_rows_machines_rung_by_rung():
+  def record(name, *history):
+    return {"row": {"name": name}, "result": {"trained_on": [{"to_minutes": m, "device": d} for m, d in history]}}
+  records = [record("a", (4.0, "X"), (16.0, "Y")), record("b", (4.0, "X, then Y"), (16.0, "Y")),
+             record("c", (4.0, "X"), (16.0, "Y")), record("d", (4.0, "Y")), {"row": {"name": "e"}, "result": {}}]
+  assert ladder.trained_on(records) == (
+      "Trained on: X to 4 min, then Y to 16 min (a, c); X, then Y to 4 min, then Y to 16 min (b); Y (d); "
+      "not recorded (trained before the ladder recorded it) (e).")
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   root = tmp_path_factory.mktemp("ladder")

@@ -243,6 +243,18 @@ def judged(out: str, rungs: list[float]) -> dict:
   return found
 
 
+def trained_on(records: list[dict]) -> str:
+  """'Trained on: ...': each row's machines rung by rung ('A to 4 min, then B to 16 min'), rows
+  with the same history named together."""
+  machines = {}
+  for r in records:
+    history = r["result"].get("trained_on") or [{"device": "not recorded (trained before the ladder recorded it)"}]
+    spans = [m["device"] if len(history) == 1 else f"{m['device']} to {m['to_minutes']:g} min" for m in history]
+    machines.setdefault(", then ".join(spans), []).append(r["row"]["name"])
+  return "Trained on: " + "; ".join(f"{history} ({', '.join(dict.fromkeys(names))})"
+                                    for history, names in machines.items()) + "."
+
+
 def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
   """OUT/<r>min/ladder.md / .csv / .json and samples.png (captions.png) of one rung."""
   folder = os.path.join(out, rung_label(minutes))
@@ -262,12 +274,7 @@ def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
           f"conditional samples take the labels / captions of the first {conditions} "
           "test images in turn; agreement columns only for conditional samples (label: class; caption: class, "
           "attributes, CLIP), the same real test images in brackets.")
-  machines = {}
-  for r in records:
-    for m in (r["result"].get("trained_on") or [{"device": "not recorded (trained before the ladder recorded it)"}]):
-      machines.setdefault(m["device"], []).append(r["row"]["name"])
-  note += " Trained on: " + "; ".join(f"{device} ({', '.join(dict.fromkeys(names))})"
-                                      for device, names in machines.items()) + "."
+  note += " " + trained_on(records)
   text = compare.markdown(rows, None, note=note)
   header = (f"# The budget ladder at {minutes:g} minutes of training\n\nMade by `python -m experiments.comparison.ladder "
             f"--root=ROOT` (the judge command of each row is in its JSON file beside this table).\n\n")
