@@ -97,6 +97,17 @@ def test_the_table_names_each_rows_machines_rung_by_rung():
       "not recorded (trained before the ladder recorded it) (e).")
 
 
+def test_the_table_says_what_sampling_speed_counts():
+  def record(name, clock=None):
+    quality = {} if clock is None else {"sample_clock": clock}
+    return {"row": {"name": name}, "result": {"sample_quality": quality}}
+  assert ladder.sampling_clock([record("a", "cpu"), record("b", "cpu")]) == (
+      "Sampling images/s count CPU seconds of the judging process, pinned to one core (eval.clock=cpu).")
+  assert ladder.sampling_clock([record("a"), record("b", "cpu"), record("c", "wall")]) == (
+      "Sampling images/s count wall-clock seconds (lower when other work shared the core) for a, c; "
+      "CPU seconds of the judging process, pinned to one core (eval.clock=cpu) for b.")
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   root = tmp_path_factory.mktemp("ladder")
@@ -117,6 +128,7 @@ def test_every_rung_of_every_row_is_kept_and_judged(smoke):
       row = record["row"]
       assert row["steps"] == trained["step"] and row["fid"] >= 0 and row["bpd"] > 0
       assert record["result"]["sample_quality"]["num_reference"] == 16
+      assert record["result"]["sample_quality"]["sample_clock"] == "cpu"
     assert os.path.exists(os.path.join(out, rung, "ladder.md"))
   steps = [json.loads((root / "rungs" / r / SUBSET[0] / "train_results.json").read_text())["step"]
            for r in ("0.005min", "0.01min")]

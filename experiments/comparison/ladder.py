@@ -77,7 +77,8 @@ def judge_overrides(entry: compare.Entry, args, judges: str) -> dict:
          "eval.classifier_workdir": os.path.join(judges, "classifier"), "eval.clip_workdir": os.path.join(judges, "clip"),
          "eval.num_samples": args.num_samples, "eval.reference_images": args.reference_images,
          "eval.condition_images": args.condition_images,
-         "eval.sample_batch_size": max(2, -(-args.num_samples // 4))}   # four draws: the first compiles
+         "eval.sample_batch_size": max(2, -(-args.num_samples // 4)),   # four draws: the first compiles
+         "eval.clock": args.clock}   # sampling speed on the runs' clock (cpu: the pinned core's seconds)
   if "extra_num_examples" in config.eval:
     out["eval.extra_num_examples"] = args.test_images
   if config.eval.get("iwae_k", 0):  # IWAE-k costs k passes per image: on the first --extra_images
@@ -255,6 +256,19 @@ def trained_on(records: list[dict]) -> str:
                                     for history, names in machines.items()) + "."
 
 
+def sampling_clock(records: list[dict]) -> str:
+  """The sentence that says what each row's sampling images/s counts: wall-clock seconds (judged
+  beside other work, they undercount), or the judging process's CPU seconds (eval.clock=cpu)."""
+  by_clock = {}
+  for r in records:
+    by_clock.setdefault(r["result"]["sample_quality"].get("sample_clock", "wall"), []).append(r["row"]["name"])
+  words = {"cpu": "CPU seconds of the judging process, pinned to one core (eval.clock=cpu)",
+           "wall": "wall-clock seconds (lower when other work shared the core)"}
+  if len(by_clock) == 1:
+    return f"Sampling images/s count {words[next(iter(by_clock))]}."
+  return "Sampling images/s count " + "; ".join(f"{words[k]} for {', '.join(v)}" for k, v in by_clock.items()) + "."
+
+
 def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
   """OUT/<r>min/ladder.md / .csv / .json and samples.png (captions.png) of one rung."""
   folder = os.path.join(out, rung_label(minutes))
@@ -274,7 +288,7 @@ def write_rung(records: list[dict], minutes: float, out: str, args) -> dict:
           f"conditional samples take the labels / captions of the first {conditions} "
           "test images in turn; agreement columns only for conditional samples (label: class; caption: class, "
           "attributes, CLIP), the same real test images in brackets.")
-  note += " " + trained_on(records)
+  note += " " + sampling_clock(records) + " " + trained_on(records)
   text = compare.markdown(rows, None, note=note)
   header = (f"# The budget ladder at {minutes:g} minutes of training\n\nMade by `python -m experiments.comparison.ladder "
             f"--root=ROOT` (the judge command of each row is in its JSON file beside this table).\n\n")

@@ -82,6 +82,8 @@ def base_config() -> ml_collections.ConfigDict:
                                   # turn; text agreement's real ceiling on the same C (0: the reference's)
   c.eval.kid_stats_images = 10000  # KID's features are standardized with the mean and std of these first train images
   c.eval.sample_batch_size = 500  # samples per sampler call
+  c.eval.clock = "wall"           # what the sampling speed counts: "wall" clock, or "cpu" (this process's CPU time:
+                                  # a pinned process's core-seconds, unchanged by other work on the machine)
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 64

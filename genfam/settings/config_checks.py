@@ -32,6 +32,7 @@ _RULES = {
                      "one of " + ", ".join(repr(m) for m in host_memory.MALLOC_CHOICES)),
     "train.max_train_seconds": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0 (0: no limit)"),
     "train.clock": (lambda v: v in ("wall", "cpu"), "'wall' or 'cpu'"),
+    "eval.clock": (lambda v: v in ("wall", "cpu"), "'wall' or 'cpu'"),
     "optim.learning_rate": (lambda v: _number(v) and v > 0, "a positive number"),
     "optim.warmup_steps": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT),
     "optim.decay_steps": (lambda v: isinstance(v, int) and v >= 0, _NON_NEGATIVE_INT + " (0: no decay)"),
