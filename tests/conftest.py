@@ -31,7 +31,9 @@ REPO = config_files.REPO
 
 # Tiers: `pytest -m "not slow" -n 2` is the fast tier (every family's contract and likelihood
 # properties, at small shapes); CI runs everything (`pytest -n 2`). Tests marked slow start
-# processes, train end to end, inject faults, run several processes, sweeps or notebooks.
+# processes, train end to end, inject faults, run several processes, sweeps or notebooks; and
+# the eager halves of chex's with/without-jit property tests are slow too (`_EAGER`).
+_EAGER = "__without_jit"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,11 +76,17 @@ def _shared_fixture(item) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-  """The slow tests first (in their order otherwise): the longest work starts while the other
-  worker takes the many short tests, so that two workers end together. And the tests of one
+  """Marks the eager property tests slow (`_EAGER`). Puts the slow tests first (in their order
+  otherwise): the longest work starts while the other worker takes the many short tests, so
+  that two workers end together. And the tests of one
   file that share a module fixture run on one worker (pytest.ini's --dist=loadgroup), which
   builds the fixture once, instead of on both."""
   for item in items:
+    if item.name.endswith(_EAGER) or _EAGER + "[" in item.name:
+      # The same property as its __with_jit twin (which the fast tier runs), run op by op: each
+      # primitive at each shape is a program of its own to compile, 138 of the fast tier's 773
+      # seconds on an empty compilation cache (one process, 72 tests), so CI alone runs them.
+      item.add_marker(pytest.mark.slow)
     if _shared_fixture(item) and item.get_closest_marker("xdist_group") is None:
       item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
