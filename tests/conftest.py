@@ -13,14 +13,20 @@ import tempfile
 os.environ.setdefault("GENFAM_DATA_DIR", os.path.join(tempfile.gettempdir(), "genfam-test-data"))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "genfam-test-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-# The tests' cost is mostly XLA compiling small programs, which then run for milliseconds:
-# the backend's optimization level 1 (of 3, the default) compiles them with cheaper LLVM passes.
-# On the AIS and GAN tests with an empty cache it took 125 user-CPU s against 175 at the
-# default and 165 at level 0 (`jax_disable_most_optimizations`, whose slower code costs the
-# AIS chains more than it saves). It changes code generation, not the computation: every
-# tolerance holds. Subprocesses inherit it; XLA_FLAGS that name a level keep theirs.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1").strip()
+# The tests' cost is mostly XLA compiling small programs, which then run for milliseconds, so
+# they compile cheaply: at the backend's optimization level 1 (of 3, the default), and with
+# XLA:CPU's older elemental emitters for fusions instead of its MLIR fusion emitters. On the
+# AIS and GAN tests with an empty cache level 1 took 125 user-CPU s against 175 at the default
+# (165 at level 0, `jax_disable_most_optimizations`, whose slower code costs the AIS chains
+# more than it saves); the fast tier, empty cache, -n 2: 713 user-CPU s (6 min 57 s) at level 1,
+# 541 (5 min 12 s) at level 1 without the fusion emitters (464 at level 0 without them, where
+# two tests' floating-point outcomes change and the VAE's AIS test takes 70 s instead of 9).
+# They change code generation, not the computation: every tolerance holds. Subprocesses
+# inherit them; XLA_FLAGS that name either keep theirs.
+_CHEAP_COMPILATION = {"xla_backend_optimization_level": "1", "xla_cpu_use_fusion_emitters": "false"}
+for _flag, _value in _CHEAP_COMPILATION.items():
+  if _flag not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --{_flag}={_value}").strip()
 
 import pytest  # noqa: E402
 
