@@ -84,11 +84,10 @@ def _shared_fixture(item) -> bool:
 def pytest_collection_modifyitems(config, items):
   """Marks the eager property tests slow (`_EAGER`). Puts the slow tests first (in their order
   otherwise): the longest work starts while the other worker takes the many short tests, so
-  that two workers end together. And the tests of one
-  file that share a module fixture run on one worker (pytest.ini's --dist=loadgroup), which
-  builds the fixture once, instead of on both."""
+  that two workers end together. And the tests of one file that share a module fixture run on
+  one worker (pytest.ini's --dist=loadgroup), which builds the fixture once, instead of on both."""
   for item in items:
-    if item.name.endswith(_EAGER) or _EAGER + "[" in item.name:
+    if _EAGER in item.name:
       # The same property as its __with_jit twin (which the fast tier runs), run op by op: each
       # primitive at each shape is a program of its own to compile, 138 of the fast tier's 773
       # seconds on an empty compilation cache (one process, 72 tests), so CI alone runs them.

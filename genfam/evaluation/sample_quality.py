@@ -44,9 +44,8 @@ grouped by their own conditions ('diversity_real'; for an unconditional model th
 images as one group) is the real spread, and 'diversity_pairs' counts the pairs.
 
 Speed: sample_images_per_s over the draws after the first (which compiles);
-with a single draw, over that one ('sample_speed_includes_compile' = 1). The clock is the wall
-clock, or with eval.clock = 'cpu' this process's CPU time ('sample_clock'): on a process pinned
-to one core, the images per second of that core, unchanged when other work shares the machine.
+with a single draw, over that one ('sample_speed_includes_compile' = 1), on the clock the caller
+gives (`now`; the loop gives eval.clock's, and records its name as 'sample_clock').
 """
 import math
 import time
@@ -93,22 +92,16 @@ def reference(source, num: int) -> dict:
   return out
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
 def draw_samples(sample, params, rng, num: int, batch_size: int, condition=None,
-                 clock: str = "wall") -> tuple[np.ndarray, dict]:
+                 now=time.perf_counter) -> tuple[np.ndarray, dict]:
   """`num` samples in draws of b = min(batch_size, num) (the last draw's surplus dropped), and their speed.
 
   sample(params, rng, b, condition) -> uint8 [b, H, W, C]; condition: None or an
   array whose leading axis is num (labels [num], caption tokens [num, L]).
-  clock: 'wall' (time.perf_counter) or 'cpu' (time.process_time: this process's CPU seconds).
+  now: () -> seconds, the clock the draws are timed on (wall clock by default).
   -> (uint8 [num, H, W, C], {'sample_images_per_s', 'sample_seconds',
-      'sample_first_draw_seconds', 'sample_batch_size', 'sample_speed_includes_compile', 'sample_clock'}).
+      'sample_first_draw_seconds', 'sample_batch_size', 'sample_speed_includes_compile'}).
   """
-  if clock not in CLOCKS:
-    raise ValueError(f"unknown sampling clock {clock!r}; use one of {tuple(CLOCKS)}")
-  now = CLOCKS[clock]
   b = max(1, min(batch_size, num))
   draws, chunks, seconds = -(-num // b), [], []
   for i in range(draws):
@@ -123,7 +116,7 @@ def draw_samples(sample, params, rng, num: int, batch_size: int, condition=None,
   steady = draws > 1
   speed = {"sample_images_per_s": (b * (draws - 1) / sum(seconds[1:])) if steady else num / seconds[0],
            "sample_seconds": float(sum(seconds)), "sample_first_draw_seconds": float(seconds[0]),
-           "sample_batch_size": b, "sample_speed_includes_compile": 0.0 if steady else 1.0, "sample_clock": clock}
+           "sample_batch_size": b, "sample_speed_includes_compile": 0.0 if steady else 1.0}
   return images, speed
 
 
@@ -219,7 +212,7 @@ def pairwise_diversity(features, groups, block: int = 1024) -> tuple[float, int]
 def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, condition: str, num_samples: int,
              sample_batch_size: int, batch_size: int, kid_subsets: int = 100, kid_subset_size: int = 1000,
              keep: int = 0, reference_images: int = 0, condition_images: int = 0,
-             kid_stats_images: int = 10000, memo: Optional[dict] = None, clock: str = "wall") -> dict:
+             kid_stats_images: int = 10000, memo: Optional[dict] = None, now=time.perf_counter) -> dict:
   """The sample-quality report of one model (kind 'sample_quality'; see the module docstring).
 
   sample(params, rng, num, condition) -> uint8 [num, H, W, C]: the family's sampler.
@@ -230,7 +223,7 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
   memo: a dict kept between calls that judge several samplers with the same judges and splits (a
   sweep of one model's sampling knob): the features of the real images (reference, floor, KID
   statistics, conditions) are computed once into it and reused.
-  clock: what the sampling speed counts ('wall' or 'cpu', `draw_samples`).
+  now: the clock that times sampling (`draw_samples`).
   -> {'kind': 'sample_quality', 'condition', 'num_samples', 'num_reference', 'num_conditions', 'num_kid_stats',
       'num_floor',
       'fid', 'kid', 'kid_std', 'fid_floor', 'kid_floor', 'kid_floor_std', 'diversity', 'diversity_pairs',
@@ -256,7 +249,7 @@ def evaluate(sample, params, test, train, spec, rng, judges: Judges, *, conditio
   rows = np.arange(num_samples) % c_count                                          # test image of sample i
   cond = {"": None, "label": conds["label"][rows],
           "caption": conds.get("caption", np.zeros((c_count, 0)))[rows]}[condition]
-  samples, speed = draw_samples(sample, params, rng, num_samples, sample_batch_size, cond, clock=clock)
+  samples, speed = draw_samples(sample, params, rng, num_samples, sample_batch_size, cond, now=now)
   if samples.shape[1:] != tuple(spec.image_shape) or samples.dtype != np.uint8:
     raise GenfamError(f"the sampler returned {samples.dtype} {samples.shape[1:]}, not uint8 {spec.image_shape}: "
                       f"a family's sample must return uint8 [num, H, W, C]")

@@ -20,12 +20,13 @@ CLOCKS = ("wall", "cpu")
 
 
 def clock_source(name: str):
-  """train.clock -> the function a TrainingClock reads: 'wall' is time.time (seconds of wall
-  clock), 'cpu' is time.process_time (CPU seconds of this process, every thread summed).
+  """train.clock or eval.clock -> the function a TrainingClock (or the sampling timer) reads:
+  'wall' is time.time (seconds of wall clock), 'cpu' is time.process_time (CPU seconds of this
+  process, every thread summed).
   Pinned to one core, 'cpu' counts the core-seconds the run actually got, so a budget is
   not shrunk by other work on a busy machine (the budget ladder, docs/comparison.md)."""
   if name not in CLOCKS:
-    raise ValueError(f"unknown train.clock {name!r}; use one of {CLOCKS}")
+    raise ValueError(f"unknown train.clock or eval.clock {name!r}; use one of {CLOCKS}")
   return time.time if name == "wall" else time.process_time
 
 

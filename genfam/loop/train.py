@@ -114,7 +114,8 @@ class Run:
         key, judges, condition=condition, num_samples=c.get("num_samples", 10000),
         sample_batch_size=c.get("sample_batch_size", 500), batch_size=c.batch_size, keep=SAMPLE_QUALITY_KEEP,
         reference_images=c.get("reference_images", 0), condition_images=c.get("condition_images", 0),
-        kid_stats_images=c.get("kid_stats_images", 10000), clock=c.get("clock", "wall"))
+        kid_stats_images=c.get("kid_stats_images", 10000), now=cadence.clock_source(c.get("clock", "wall")))
+    report["sample_clock"] = c.get("clock", "wall")   # what sample_images_per_s counts (eval.clock)
     first = report.pop("first_samples")  # the first samples and their conditions, for comparison pictures
     if is_primary():
       np.savez(os.path.join(self.workdir, "sample_quality_samples.npz"), condition=condition, **first)
