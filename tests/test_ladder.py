@@ -14,6 +14,7 @@ import time
 import pytest
 
 from experiments.comparison import compare, ladder
+from genfam.evaluation import evaluate
 from genfam.loop import cadence, train
 from tests.conftest import load_config
 
@@ -180,3 +181,37 @@ def test_the_gpu_ladder_script_runs_on_the_cpu_with_tiny_budgets(tmp_path):
   assert (results[0] / "0.01min" / "ladder.md").exists()
   speed = json.loads((results[0] / "benchmark_speed.json").read_text())
   assert all(row["fraction_of_matmul"] > 0 for row in speed["configs"].values())
+
+
+def test_eval_mode_resumes_from_its_finished_reports_and_a_changed_config_starts_again(tmp_path, monkeypatch):
+  config = load_config("independent")
+  config.train.progress, config.train.num_steps, config.train.final_eval = False, 3, False
+  train.train_and_evaluate(config, str(tmp_path))
+  whole = train.evaluate_workdir(config, str(tmp_path))
+  partial = tmp_path / "eval_step_3.partial.json"
+  assert not partial.exists()
+  keep = train.PartialEvaluation.keep
+
+  def killed_after_keeping(self, part, value):   # the process dies right after its first report is kept
+    keep(self, part, value)
+    raise KeyboardInterrupt
+  monkeypatch.setattr(train.PartialEvaluation, "keep", killed_after_keeping)
+  with pytest.raises(KeyboardInterrupt):
+    train.evaluate_workdir(config, str(tmp_path))
+  assert json.loads(partial.read_text())["test"]["exact"]["bpd"] == whole["test"]["exact"]["bpd"]
+  monkeypatch.setattr(train.PartialEvaluation, "keep", keep)
+  computed = []
+  report = evaluate.likelihood_report
+  monkeypatch.setattr(evaluate, "likelihood_report", lambda *a, **k: computed.append(k["kind"]) or report(*a, **k))
+  resumed = train.evaluate_workdir(config, str(tmp_path))
+  timeless = lambda reports: {kind: {k: v for k, v in r.items() if k != "seconds"} for kind, r in reports.items()}
+  assert computed == [] and timeless(resumed["test"]) == timeless(whole["test"]) and not partial.exists()
+  # Kept parts of another config are not reused: the numbers would be another evaluation's.
+  with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(train.PartialEvaluation, "keep", killed_after_keeping)
+    train.evaluate_workdir(config, str(tmp_path))
+  monkeypatch.setattr(train.PartialEvaluation, "keep", keep)
+  config.eval.num_examples = 50
+  computed.clear()
+  again = train.evaluate_workdir(config, str(tmp_path))
+  assert computed == ["exact"] and again["test"]["exact"]["num_examples"] == 50

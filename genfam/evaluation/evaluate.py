@@ -156,7 +156,7 @@ def headline(report: dict) -> tuple[str, float]:
 
 def evaluate_family(family, params, source, rng, mesh, *, num_bins: int, batch_size: int,
                     num_examples: int = 0, num_draws: int = 1, extras: bool = True,
-                    extra_num_examples: int = 0) -> dict:
+                    extra_num_examples: int = 0, done: dict | None = None, on_report=None) -> dict:
   """{kind: report} for the family's main likelihood and (if extras) its extra
   ones, then its test metrics (kind 'metrics') if it has them.
 
@@ -164,16 +164,31 @@ def evaluate_family(family, params, source, rng, mesh, *, num_bins: int, batch_s
   on the first `extra_num_examples` test examples (0: as many as the main one);
   each report states its own example count. The first report is the one the
   loop shows during training.
+
+  Resuming: a kind in `done` ({kind: report} of an earlier call with the same
+  arguments, which would compute it again exactly: every key is fixed by rng)
+  is taken from there and not computed; `on_report(reports)` is called with the
+  reports so far after each one is computed, so that a caller can keep them.
   """
+  done = done or {}
   reports = {}
+
+  def report(kind, compute):
+    reports[kind] = done[kind] if kind in done else compute()
+    if kind not in done and on_report is not None:
+      on_report(dict(reports))
+
   if family.log_likelihood is not None:
-    reports[family.likelihood_kind] = likelihood_report(
+    report(family.likelihood_kind, lambda: likelihood_report(
         family.log_likelihood, params, source, rng, mesh, kind=family.likelihood_kind, num_bins=num_bins,
         batch_size=batch_size, num_examples=num_examples, num_draws=num_draws,
-        conditional_on=family.likelihood_condition)
+        conditional_on=family.likelihood_condition))
   if family.log_likelihood is not None and extras and family.extra_likelihoods:
     paired = None
     for j, (kind, fn) in enumerate(family.extra_likelihoods.items()):
+      if kind in done:
+        reports[kind] = done[kind]
+        continue
       reports[kind] = likelihood_report(fn, params, source, jax.random.fold_in(rng, j + 1), mesh, kind=kind,
                                         num_bins=num_bins, batch_size=batch_size,
                                         num_examples=extra_num_examples or num_examples, num_draws=num_draws,
@@ -187,13 +202,15 @@ def evaluate_family(family, params, source, rng, mesh, *, num_bins: int, batch_s
               batch_size=batch_size, num_examples=reports[kind]["num_examples"], num_draws=num_draws,
               conditional_on=family.likelihood_condition)
         reports[kind]["same_images"] = {k: paired[k] for k in ("kind", "bpd", "bpd_stderr", "num_examples")}
+      if on_report is not None:
+        on_report(dict(reports))
   for kind in reports:
     if family.likelihood_note:
       reports[kind]["note"] = family.likelihood_note
   if family.test_metrics is not None:
-    reports[METRICS_KIND] = metrics_report(
+    report(METRICS_KIND, lambda: metrics_report(
         family.test_metrics, params, source, jax.random.fold_in(rng, 2**20), mesh,
-        headline=family.headline_metric, batch_size=batch_size, num_examples=num_examples, num_draws=num_draws)
+        headline=family.headline_metric, batch_size=batch_size, num_examples=num_examples, num_draws=num_draws))
   return reports
 
 

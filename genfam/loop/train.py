@@ -91,12 +91,13 @@ class Run:
                         f"`python -m genfam.main --config=... --workdir={self.workdir}`")
     return restored
 
-  def evaluate(self, state, num_examples: int, extras: bool, key) -> dict:
+  def evaluate(self, state, num_examples: int, extras: bool, key, done=None, on_report=None) -> dict:
     c = self.config.eval
     return evaluate.evaluate_family(
         self.family, self.family.eval_params(state), self.sources["test"], key, self.mesh,
         num_bins=self.spec.num_bins, batch_size=c.batch_size, num_examples=num_examples,
-        num_draws=c.num_draws, extras=extras, extra_num_examples=c.get("extra_num_examples", 0))
+        num_draws=c.num_draws, extras=extras, extra_num_examples=c.get("extra_num_examples", 0),
+        done=done, on_report=on_report)
 
   def sample_quality(self, state, key) -> dict | None:
     """FID / KID against the real-vs-real floor, text agreement and sampling speed
@@ -414,26 +415,73 @@ def finish(run: Run, state, step: int, logbook: Logbook, train_seconds: float | 
 
 def evaluate_workdir(config, workdir: str, on_start=None) -> dict:
   """--mode=eval: test bits/dim of the latest readable checkpoint in WORKDIR (its step is
-  printed first); `on_start()` once it is restored."""
+  printed first); `on_start()` once it is restored.
+
+  Resumable: each finished report (a likelihood, the test metrics, the sample quality) is
+  kept in WORKDIR/eval_step_<step>.partial.json with the config it was computed under, and
+  a rerun with the same config on the same step takes it from there instead of computing
+  it again (every evaluation key is fixed, so the numbers are the same); the finished
+  eval_step_<step>.json replaces the partial file. (One process only: a multi-process run
+  computes everything.)"""
   run = Run(config, workdir)
   state, _, meta = run.restore_or_fail()
   started(on_start)
-  print(f"evaluating step {int(meta['step'])} (the latest readable checkpoint in {run.checkpointer.directory})",
-        flush=True)
-  reports = run.evaluate(state, config.eval.num_examples, extras=True,
-                         key=jax.random.fold_in(run.eval_key, FINAL_EVAL))
+  step = int(meta["step"])
+  print(f"evaluating step {step} (the latest readable checkpoint in {run.checkpointer.directory})", flush=True)
+  partial = PartialEvaluation(os.path.join(workdir, f"eval_step_{step}.partial.json"), config, step)
+  reports = run.evaluate(state, config.eval.num_examples, extras=True, key=jax.random.fold_in(run.eval_key, FINAL_EVAL),
+                         done=partial.kept.get("test", {}), on_report=lambda r: partial.keep("test", r))
   print(evaluate.describe(reports), flush=True)
-  summary = {"step": int(meta["step"]), "data": run.provenance.as_dict(), "test": reports}
-  quality = run.sample_quality(state, jax.random.fold_in(run.sample_key, FINAL_EVAL))
+  summary = {"step": step, "data": run.provenance.as_dict(), "test": reports}
+  quality = partial.kept.get("sample_quality")
+  if quality is None:
+    quality = run.sample_quality(state, jax.random.fold_in(run.sample_key, FINAL_EVAL))
+    if quality is not None:
+      partial.keep("sample_quality", quality)
   if quality is not None:
     print(sample_quality.describe(quality), flush=True)
     summary["sample_quality"] = quality
   if is_primary():
-    path = os.path.join(workdir, f"eval_step_{int(meta['step'])}.json")
+    path = os.path.join(workdir, f"eval_step_{step}.json")
     with open(path, "w") as f:
       json.dump(summary, f, indent=2)
-    print(f"step {int(meta['step'])} evaluated: {path}", flush=True)
+    partial.remove()
+    print(f"step {step} evaluated: {path}", flush=True)
   return summary
+
+
+class PartialEvaluation:
+  """The finished parts of one --mode=eval at one step, kept on disk with the config they were
+  computed under: {'config', 'step', 'test': {kind: report}, 'sample_quality': report}.
+  `kept` holds the parts of an earlier run with the same config and step (else nothing)."""
+
+  def __init__(self, path: str, config, step: int):
+    self.path, self.kept = path, {}
+    self.header = {"config": config_to_dict(config), "step": step}
+    self.enabled = jax.process_count() == 1
+    if self.enabled and os.path.exists(path):
+      try:
+        with open(path) as f:
+          earlier = json.load(f)
+      except (OSError, ValueError):
+        earlier = {}
+      if {k: earlier.get(k) for k in self.header} == self.header:
+        self.kept = {k: v for k, v in earlier.items() if k not in self.header}
+        print(f"reusing {', '.join(list(self.kept.get('test', {})) + ['sample_quality'] * ('sample_quality' in self.kept))}"
+              f" from {path} (the same config and step)", flush=True)
+
+  def keep(self, part: str, value) -> None:
+    if not self.enabled:
+      return
+    self.kept[part] = value
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump({**self.header, **self.kept}, f)
+    os.replace(tmp, self.path)  # a kill mid-write leaves the previous parts
+
+  def remove(self) -> None:
+    if os.path.exists(self.path):
+      os.remove(self.path)
 
 
 def sample_workdir(config, workdir: str, path: str = "", caption: str | None = None, on_start=None) -> str:
