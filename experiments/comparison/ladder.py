@@ -191,11 +191,16 @@ def train_rung(entry, root: str, minutes: float, args, judges: str) -> str:
   return dest
 
 
+def judged_path(out: str, minutes: float, entry) -> str:
+  """OUT/<r>min/<row>.json: a rung's judged record."""
+  return os.path.join(out, rung_label(minutes), f"{entry.name}.json")
+
+
 def judge_rung(entry, root: str, minutes: float, args, judges: str, out: str) -> dict | None:
   """Judges a rung's checkpoint unless OUT/<r>min/<row>.json exists; -> that record, or None if the rung
   is not trained yet."""
   label = rung_label(minutes)
-  record_path = os.path.join(out, label, f"{entry.name}.json")
+  record_path = judged_path(out, minutes, entry)
   if os.path.exists(record_path):
     return _read(record_path)
   dest = os.path.join(root, "rungs", label, entry.name)
@@ -390,8 +395,9 @@ def main(argv=None) -> dict:
               continue
             train_rung(entry, root, minutes, args, judges)
           if args.stage in ("all", "judge"):
-            if judge_rung(entry, root, minutes, args, judges, out) is not None:
-              write_all(out, args)
+            fresh = not os.path.exists(judged_path(out, minutes, entry))
+            if judge_rung(entry, root, minutes, args, judges, out) is not None and fresh:
+              write_all(out, args)   # each newly judged rung's tables at once (drawing them takes seconds)
         except subprocess.CalledProcessError as e:   # (in process, errors propagate)
           failed.append(f"{entry.name}@{rung_label(minutes)}")
           print(f"{entry.name} @ {rung_label(minutes)}: FAILED ({e}); see its ladder.log / judge.log", flush=True)
