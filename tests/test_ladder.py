@@ -215,3 +215,32 @@ def test_eval_mode_resumes_from_its_finished_reports_and_a_changed_config_starts
   computed.clear()
   again = train.evaluate_workdir(config, str(tmp_path))
   assert computed == ["exact"] and again["test"]["exact"]["num_examples"] == 50
+
+
+def _record(name, condition, bpd, kind, fid, agreement=None, samples=None):
+  return {"row": {"name": name, "condition": condition, "bpd": bpd, "likelihood_kind": kind, "fid": fid,
+                  "class_agreement": agreement, "samples_conditioned_on": samples or condition}}
+
+
+def test_the_trend_table_reads_leaders_within_a_condition_and_marks_rows_not_yet_judged():
+  from experiments.comparison import ladder_trend
+  four = [_record("flow", "none", 3.9, "exact", 500.0), _record("vae", "none", 3.5, "elbo", 900.0),
+          _record("gan", "label", 7.7, "ais", 240.0, 0.86), _record("prior", "caption", 3.6, "elbo", 140.0, 0.5),
+          _record("gpt", "caption", 3.62, "exact", 1300.0, 0.12)]
+  sixteen = [_record("flow", "none", 3.4, "exact", 600.0), _record("prior", "caption", 3.3, "elbo", 30.0, 0.78)]
+  best = ladder_trend.leaders(four)
+  # The -log p(x | label) of the GAN is not compared with the others' -log p(x): each condition has its own leader.
+  assert best["bits/dim, -log p(x)"] == ("vae", 3.5, "elbo")
+  assert best["bits/dim, -log p(x | label)"] == ("gan", 7.7, "ais")
+  assert best["bits/dim, -log p(x | caption)"] == ("prior", 3.6, "elbo")
+  assert best["FID"] == ("prior", 140.0, "")
+  assert best["class agreement, caption-conditioned samples"] == ("prior", 0.5, "")
+  assert best["class agreement, label-conditioned samples"] == ("gan", 0.86, "")
+  assert "bits/dim, -log p(x | label)" not in ladder_trend.leaders(sixteen)
+  text = ladder_trend.trend_markdown({4.0: four, 16.0: sixteen})
+  vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
+  assert vae_line == "| vae | elbo | none | 3.500 | – | 900 | – | – | – |"
+  rung_line = next(line for line in text.splitlines() if line.startswith("| 16 min |"))
+  assert rung_line.startswith("| 16 min | 2 | flow 3.400 (exact) | – | prior 3.300 (elbo) | prior 30.0 | – | prior 0.780 |")
+  header = next(line for line in text.splitlines() if line.startswith("| rung |"))
+  assert header.count(" | ") == 7    # '|' inside -log p(x | label) is escaped, so the columns hold

@@ -22,8 +22,8 @@ by `python -m genfam.main --mode=eval` with the comparison's settings (`judge_ov
   - text agreement on the first --condition_images (1000) test captions / labels, beside
     the real images' ceiling; sampling images/s.
 A judged rung writes OUT/<r>min/<row>.json (OUT: experiments/results/ladder) at once,
-then the rung's tables (OUT/<r>min/ladder.md, .csv, .json; the picture of its samples)
-and the cross-rung figures (OUT/bpd_vs_minutes.png, fid_vs_minutes.png,
+then the rung's tables (OUT/<r>min/ladder.md, .csv, .json; the picture of its samples),
+the table across rungs with each rung's leaders (OUT/trend.md) and the cross-rung figures (OUT/bpd_vs_minutes.png, fid_vs_minutes.png,
 agreement_vs_minutes.png) are redrawn from every judged file, so each can be committed
 as it comes. Rerunning the command skips what is judged, resumes a stopped run from its
 last checkpoint (SIGTERM saves one), and judges what is not. docs/comparison.md says
@@ -328,6 +328,11 @@ def write_all(out: str, args) -> dict:
   for minutes, records in found.items():
     paths.update({f"{rung_label(minutes)}/{k}": v for k, v in write_rung(records, minutes, out, args).items()})
   if found:
+    from experiments.comparison import ladder_trend
+    paths["trend"] = os.path.join(out, "trend.md")
+    with open(paths["trend"], "w") as f:
+      f.write("# The budget ladder across its rungs\n\nMade by `python -m experiments.comparison.ladder --root=ROOT` "
+              "(each rung's full table: <r>min/ladder.md).\n\n" + ladder_trend.trend_markdown(found))
     paths.update(ladder_plots.draw_all(found, out))
   return paths
 
