@@ -138,6 +138,9 @@ def test_every_rung_of_every_row_is_kept_and_judged(smoke):
     assert os.path.exists(os.path.join(out, figure)), figure
   table = open(os.path.join(out, "0.01min", "ladder.md")).read()
   assert "gan_caption" in table and "train.clock=cpu" in table and "Trained on: " in table
+  trend = open(os.path.join(out, "trend.md")).read()   # both rows at both rungs, and each rung's leaders
+  assert "| gan_caption | ais | caption |" in trend and "| code_prior | elbo | none |" in trend
+  assert "| 0.005 min | 2 |" in trend and "| 0.01 min | 2 |" in trend
   record = json.loads(open(os.path.join(out, "0.01min", f"{SUBSET[0]}.json")).read())
   assert [m["to_minutes"] for m in record["result"]["trained_on"]] == [0.005, 0.01]
   for rung in ("0.005min", "0.01min"):   # the two-stage row: stage 1 continued, kept, and counted in the budget
