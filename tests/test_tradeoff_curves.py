@@ -171,3 +171,31 @@ def test_a_rerun_measures_nothing(curves, capsys):
   tradeoff_curves.main(argv)
   assert capsys.readouterr().out.count("measured before") == len(ROWS)
   assert before == {p: os.path.getmtime(os.path.join(out, p)) for p in before}
+
+
+def test_set_takes_sampler_keys_only_and_parses_their_values():
+  from experiments.comparison import tradeoff_curves
+  assert tradeoff_curves.parse_sets(["sample.ddim_steps=25", "sample.eta=0.5", "sample.conditional=true",
+                                     "sample.decode=mode"]) == {
+      "sample.ddim_steps": 25, "sample.eta": 0.5, "sample.conditional": True, "sample.decode": "mode"}
+  for bad in ("train.num_steps=3", "sample.ddim_steps", "sample.ddim_steps="):
+    with pytest.raises(SystemExit, match="--set=sample.KEY=VALUE"):
+      tradeoff_curves.parse_sets([bad])
+
+
+@pytest.mark.slow
+def test_a_set_sampler_key_reaches_every_point_and_is_a_setting_of_its_own(curves, tmp_path, capsys):
+  """--set=sample.ddim_steps=2 measures the guidance curve with a 2-step DDIM sampler: every point's
+  overrides and settings carry it, the table says so, and the points measured without it are not reused."""
+  from experiments.comparison import tradeoff_curves
+  root, out, argv, _ = curves
+  cheap = [a for a in argv if not a.startswith("--out=")] + [f"--out={tmp_path}", "--only=ddpm", "--set=sample.ddim_steps=2"]
+  tradeoff_curves.main(cheap)
+  for value in ("0", "1", "4"):
+    with open(tmp_path / "ddpm" / f"free_{value}.json") as f:
+      record = json.load(f)
+    assert record["overrides"]["sample.ddim_steps"] == 2 and record["settings"]["set"] == {"sample.ddim_steps": 2}
+  assert "--set" in (tmp_path / "tradeoff.md").read_text()
+  capsys.readouterr()
+  tradeoff_curves.main(cheap)                                   # the same settings: nothing measured again
+  assert "measured before" in capsys.readouterr().out

@@ -21,7 +21,7 @@ classifier-feature distance of samples sharing a condition), with the same sampl
 of a row (common random numbers: the neutral point draws the samples `--mode=eval` draws).
 
 Writes OUT/<row>/<form>_<value>.json per point at once, the picture of its first 40 samples beside it
-(.png; a rerun skips a point whose file has the same settings: workdir, step, sample counts, guide),
+(.png; a rerun skips a point whose file has the same settings: workdir, step, sample counts, guide, --set),
 then from every point file OUT/tradeoff.md (every point, and per row and form the fidelity bought
 per unit of FID from the model as trained to its most faithful point: `fidelity_per_fid`) and the
 figures, every family on the same axes, one curve per row and form, the knob's values beside the points:
@@ -170,9 +170,11 @@ def measure_row(row: str, workdir: str, args, judges, guides: dict) -> list[dict
       path = point_path(args.out, row, form, value)
       settings = {"workdir": os.path.abspath(workdir), "step": latest_step(workdir), "num_samples": args.num_samples,
                   "reference_images": args.reference_images, "condition_images": args.condition_images,
-                  "kid_stats_images": args.kid_stats_images, "sample_batch_size": draws, "guide": guide}
+                  "kid_stats_images": args.kid_stats_images, "sample_batch_size": draws, "guide": guide,
+                  "set": args.set}
       done = _read(path)
-      if done and all(done.get("settings", {}).get(k) == v for k, v in settings.items()):
+      if done and all({"set": {}, **done.get("settings", {})}.get(k) == v for k, v in settings.items()):
+        # (points measured before --set existed set nothing)
         records.append(done)
       else:
         todo.append((form, guide, value, path, settings))
@@ -185,7 +187,7 @@ def measure_row(row: str, workdir: str, args, judges, guides: dict) -> list[dict
   key = jax.random.fold_in(run.sample_key, train.FINAL_EVAL)   # the samples --mode=eval draws, at the neutral value
   memo, inputs = {}, {}
   for form, guide, value, path, settings in todo:
-    overrides = point_overrides(base, form, value, guide)
+    overrides = {**args.set, **point_overrides(base, form, value, guide)}
     config = config_files.apply_overrides(base.copy_and_resolve_references(), overrides)
     if form.name not in inputs:    # the frozen models of the form (a guide), restored once per form
       inputs[form.name] = frozen.family_inputs(config, run.spec)
@@ -331,6 +333,9 @@ def draw_all(out: str) -> list[str]:
                        draw(curves, "diversity", os.path.join(out, "diversity_vs_fid.png"),
                             "diversity (mean feature distance within a condition)")) if p]
   with open(os.path.join(out, "tradeoff.md"), "w") as f:
+    sets = {json.dumps(r["settings"].get("set") or {}, sort_keys=True) for v in curves.values() for r in v}
+    if sets != {"{}"}:
+      f.write(f"Every point's sampler also set (--set): {', '.join(sorted(sets))}.\n\n")
     f.write(table(curves))
     for metric in ("clip_cosine", "class_agreement"):
       summary = fidelity_per_fid(curves, metric)
@@ -367,6 +372,25 @@ def parse_values(items: list[str]) -> dict:
   return out
 
 
+def parse_sets(items: list[str]) -> dict:
+  """['sample.ddim_steps=25', ..] -> {'sample.ddim_steps': 25, ..} (ints, floats, true/false, else text);
+  only the sampler's keys: a point samples a trained model, so other keys would not change it."""
+  out = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep or not key.startswith("sample.") or not text:
+      raise SystemExit(f"error: --set={item!r}: use --set=sample.KEY=VALUE (e.g. --set=sample.ddim_steps=25)")
+    value = {"true": True, "false": False}.get(text.lower(), text)
+    for kind in (int, float):
+      if isinstance(value, str):
+        try:
+          value = kind(text)
+        except ValueError:
+          pass
+    out[key] = value
+  return out
+
+
 def main(argv=None) -> list[str]:
   argv = sys.argv[1:] if argv is None else list(argv)
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -382,9 +406,12 @@ def main(argv=None) -> list[str]:
   parser.add_argument("--kid_stats_images", type=int, default=10000, help="KID's standardization: first N train images")
   parser.add_argument("--sample_batch_size", type=int, default=0,
                       help="samples per sampler call (0: the row's eval.sample_batch_size, as its --mode=eval)")
+  parser.add_argument("--set", action="append", default=[],
+                      help="KEY=VALUE, a sample.* key set at every point (e.g. sample.ddim_steps=25: a cheaper "
+                      "sampler for every point, the neutral one too); recorded in each point")
   parser.add_argument("--tables", action="store_true", help="only redraw the table and figures")
   args = parser.parse_args(argv)
-  args.argv, args.values = argv, parse_values(args.values)
+  args.argv, args.values, args.set = argv, parse_values(args.values), parse_sets(args.set)
   guides = parse_guides(args.guide)
   if not args.tables:
     from genfam.loop import frozen
