@@ -183,6 +183,15 @@ def test_set_takes_sampler_keys_only_and_parses_their_values():
       tradeoff_curves.parse_sets([bad])
 
 
+def test_a_set_key_the_rows_config_lacks_is_refused_in_one_line(tmp_path):
+  import argparse
+  from experiments.comparison import tradeoff_curves
+  (tmp_path / "config.json").write_text(load_config("ddpm").to_json())
+  args = argparse.Namespace(set={"sample.ddim_stepz": 2})
+  with pytest.raises(SystemExit, match="--set sample.ddim_stepz: no such key in ddpm's config"):
+    tradeoff_curves.measure_row("ddpm", str(tmp_path), args, None, {})
+
+
 @pytest.mark.slow
 def test_a_set_sampler_key_reaches_every_point_and_is_a_setting_of_its_own(curves, tmp_path, capsys):
   """--set=sample.ddim_steps=2 measures the guidance curve with a 2-step DDIM sampler: every point's

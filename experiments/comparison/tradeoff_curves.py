@@ -162,6 +162,9 @@ def measure_row(row: str, workdir: str, args, judges, guides: dict) -> list[dict
   from genfam.settings import config_files
 
   base = config_files.saved(workdir)
+  unknown = sorted(set(args.set) - set(config_files.flatten(base)))
+  if unknown:
+    raise SystemExit(f"error: --set {', '.join(unknown)}: no such key in {row}'s config; see its config.json")
   forms = forms_of(base, guides, row)
   draws = args.sample_batch_size or base.eval.get("sample_batch_size", 500)   # the draws' size fixes the samples
   todo, records = [], []

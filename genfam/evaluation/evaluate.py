@@ -171,12 +171,28 @@ def evaluate_family(family, params, source, rng, mesh, *, num_bins: int, batch_s
   reports so far after each one is computed, so that a caller can keep them.
   """
   done = done or {}
-  reports = {}
+  reports, paired = {}, {}
 
   def report(kind, compute):
     reports[kind] = done[kind] if kind in done else compute()
     if kind not in done and on_report is not None:
       on_report(dict(reports))
+
+  def extra(j, kind, fn):
+    r = likelihood_report(fn, params, source, jax.random.fold_in(rng, j + 1), mesh, kind=kind,
+                          num_bins=num_bins, batch_size=batch_size,
+                          num_examples=extra_num_examples or num_examples, num_draws=num_draws,
+                          conditional_on=family.likelihood_condition)
+    if r["num_examples"] < reports[family.likelihood_kind]["num_examples"]:
+      # On fewer images than the main number: the main likelihood on those same images beside it,
+      # so the two are compared on the same images (e.g. the ELBO on IWAE-1000's first 500).
+      if not paired:
+        paired.update(likelihood_report(
+            family.log_likelihood, params, source, rng, mesh, kind=family.likelihood_kind, num_bins=num_bins,
+            batch_size=batch_size, num_examples=r["num_examples"], num_draws=num_draws,
+            conditional_on=family.likelihood_condition))
+      r["same_images"] = {k: paired[k] for k in ("kind", "bpd", "bpd_stderr", "num_examples")}
+    return r
 
   if family.log_likelihood is not None:
     report(family.likelihood_kind, lambda: likelihood_report(
@@ -184,26 +200,8 @@ def evaluate_family(family, params, source, rng, mesh, *, num_bins: int, batch_s
         batch_size=batch_size, num_examples=num_examples, num_draws=num_draws,
         conditional_on=family.likelihood_condition))
   if family.log_likelihood is not None and extras and family.extra_likelihoods:
-    paired = None
     for j, (kind, fn) in enumerate(family.extra_likelihoods.items()):
-      if kind in done:
-        reports[kind] = done[kind]
-        continue
-      reports[kind] = likelihood_report(fn, params, source, jax.random.fold_in(rng, j + 1), mesh, kind=kind,
-                                        num_bins=num_bins, batch_size=batch_size,
-                                        num_examples=extra_num_examples or num_examples, num_draws=num_draws,
-                                        conditional_on=family.likelihood_condition)
-      if reports[kind]["num_examples"] < reports[family.likelihood_kind]["num_examples"]:
-        # On fewer images than the main number: the main likelihood on those same images beside it,
-        # so the two are compared on the same images (e.g. the ELBO on IWAE-1000's first 500).
-        if paired is None:
-          paired = likelihood_report(
-              family.log_likelihood, params, source, rng, mesh, kind=family.likelihood_kind, num_bins=num_bins,
-              batch_size=batch_size, num_examples=reports[kind]["num_examples"], num_draws=num_draws,
-              conditional_on=family.likelihood_condition)
-        reports[kind]["same_images"] = {k: paired[k] for k in ("kind", "bpd", "bpd_stderr", "num_examples")}
-      if on_report is not None:
-        on_report(dict(reports))
+      report(kind, lambda: extra(j, kind, fn))
   for kind in reports:
     if family.likelihood_note:
       reports[kind]["note"] = family.likelihood_note

@@ -467,8 +467,8 @@ class PartialEvaluation:
         earlier = {}
       if {k: earlier.get(k) for k in self.header} == self.header:
         self.kept = {k: v for k, v in earlier.items() if k not in self.header}
-        print(f"reusing {', '.join(list(self.kept.get('test', {})) + ['sample_quality'] * ('sample_quality' in self.kept))}"
-              f" from {path} (the same config and step)", flush=True)
+        parts = [*self.kept.get("test", {}), *(["sample_quality"] if "sample_quality" in self.kept else [])]
+        print(f"reusing {', '.join(parts)} from {path} (the same config and step)", flush=True)
 
   def keep(self, part: str, value) -> None:
     if not self.enabled:
